@@ -1,0 +1,169 @@
+"""Reading and writing images and masks, with validation and atomic writes.
+
+Conventions (fixed for the whole project):
+- images in memory are ``uint8[H, W, 3]`` RGB;
+- masks in memory are ``bool[H, W]`` with ``True`` = hole;
+- mask files are 8-bit greyscale (or RGB, first channel used) with 255 = hole. A mask file
+  may be anti-aliased: a pixel is a hole when its value is >= 128 (``MASK_THRESHOLD``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import UserError
+
+MASK_THRESHOLD = 128
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# Decompression-bomb guard: our largest legitimate inputs are ~50 MP photos.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+
+def _open(path: Path) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected an image file")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read image ({exc}); re-export it as PNG or JPEG") from None
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as ``uint8[H, W, 3]`` RGB.
+
+    Accepted and converted: 8-bit RGB, palette, and greyscale (replicated to three channels,
+    a photo in grey is still a valid photo). Refused: images with an alpha channel that is
+    not fully opaque (the transparent pixels have no defined colour) and 16-bit / float images
+    (converting would silently lose precision; convert them to 8-bit yourself).
+    """
+    path = Path(path)
+    img = _open(path)
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F") or (
+        mode == "RGB" and img.info.get("bitdepth", 8) > 8
+    ):
+        raise UserError(
+            f"{path}: {mode} image with more than 8 bits per channel; "
+            "convert it to 8-bit RGB (e.g. PNG 24-bit) first"
+        )
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"))
+        if (rgba[..., 3] != 255).any():
+            raise UserError(
+                f"{path}: image has transparent pixels (alpha channel); "
+                "flatten it onto a background or save without alpha"
+            )
+        return np.ascontiguousarray(rgba[..., :3])
+    if mode not in ("RGB", "L", "P", "1", "CMYK", "YCbCr"):
+        raise UserError(f"{path}: unsupported image mode {mode}; save it as 8-bit RGB")
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a mask file as ``bool[H, W]`` (True = hole; file value >= 128 is a hole).
+
+    ``shape`` (H, W), when given, must match. Empty masks (no hole) and full masks (no known
+    pixel) are refused: neither is an inpainting problem.
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        arr = arr / arr.max() * 255 if arr.max() > 0 else arr
+    else:
+        arr = np.asarray(img.convert("RGB"))[..., 0] if img.mode != "L" else np.asarray(img)
+    mask = np.asarray(arr) >= MASK_THRESHOLD
+    check_mask(mask, path, shape)
+    return mask
+
+
+def check_mask(mask: np.ndarray, where: object, shape: tuple[int, int] | None = None) -> None:
+    """Validate a boolean hole mask; raise ``UserError`` naming ``where`` otherwise."""
+    if shape is not None and tuple(mask.shape[:2]) != tuple(shape):
+        raise UserError(
+            f"{where}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            f"{shape[1]}x{shape[0]}; masks must have the image's size"
+        )
+    if not mask.any():
+        raise UserError(f"{where}: mask has no hole (no pixel >= {MASK_THRESHOLD}); white = hole")
+    if mask.all():
+        raise UserError(f"{where}: mask covers the whole image; nothing is known to inpaint from")
+
+
+def check_image(image: np.ndarray, where: object = "image") -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise UserError(f"{where}: expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
+
+    A reader never sees a half-written file, and a crash leaves the old file (or none).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write ``uint8[H, W, 3]`` RGB (or ``uint8/bool[H, W]``) atomically; format from suffix."""
+    path = Path(path)
+    arr = image.astype(np.uint8) * 255 if image.dtype == bool else image
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write a bool mask as 8-bit PNG, 255 = hole."""
+    write_image(path, mask.astype(bool))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name; a clear error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: folder not found; pass an existing folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found in this folder")
+    return files

@@ -1,0 +1,25 @@
+"""Inpainting methods behind one registry (see ``base.py``)."""
+
+from .base import (
+    InpaintResult,
+    Inpainter,
+    MethodContext,
+    available_names,
+    create,
+    default_methods,
+    describe,
+    register,
+    unavailable_reason,
+)
+
+__all__ = [
+    "InpaintResult",
+    "Inpainter",
+    "MethodContext",
+    "available_names",
+    "create",
+    "default_methods",
+    "describe",
+    "register",
+    "unavailable_reason",
+]
