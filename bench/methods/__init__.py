@@ -1,8 +1,8 @@
 """Inpainting methods behind one registry (see ``base.py``)."""
 
 from .base import (
-    InpaintResult,
     Inpainter,
+    InpaintResult,
     MethodContext,
     available_names,
     create,

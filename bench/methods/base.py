@@ -85,6 +85,12 @@ class Inpainter:
     def close(self) -> None:
         """Free models or other resources (called once at the end of a run)."""
 
+    def set_item(self, image_id: str, resolution: int) -> None:
+        """Told by the runner which item the next call is for; most methods ignore it.
+
+        Methods whose results are looked up rather than computed (``external:``) need it.
+        """
+
     # -- the shared wrapper ----------------------------------------------------------------
     def _inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
