@@ -1,0 +1,227 @@
+"""The paper's two-stage pipeline: a coarse fill at 512 px, refinement at full resolution.
+
+Pipeline (the published inference code, step by step; see
+``../shared/reference/ARCHITECTURES.md``), on an image already zero-padded on the
+bottom/right to a multiple of 256 (the shared wrapper does that, ``pad_multiple = 256``):
+
+1. Coarse stage (:func:`dfnet_coarse`): OpenCV ``INTER_NEAREST`` resize so the long side
+   is 512 (short side ``short * 512 // long``), centred in a 512×512 zero canvas; DFNet
+   on BGR in [0, 1] with mask 1 = known; composite; ×255 and truncation to uint8; crop
+   the centred region back. Any other registered method can stand in for DFNet
+   (:func:`method_coarse`, used by ``two-stage:<base>``).
+2. :func:`upscale_coarse`: OpenCV bilinear resize of the uint8 coarse result to the padded
+   size; :func:`matched_image` puts it into the hole.
+3. :func:`shifted_stack`: the 20-channel refinement input — the hole mask, the matched
+   image, and four copies shifted up, down, right and left by :func:`refine_shift` pixels,
+   each followed by its shifted mask; pixels shifted in are image 1/255 and mask 1.
+4. :func:`refine`: the refinement network, ×255 and truncation to uint8.
+
+Refinement networks. Any ``torch.nn.Module`` can serve as the refinement stage if
+``net(image19, mask)`` maps ``image19`` float[B, 19, H, W] (stack channels 1–19, values in
+[0, 1]) and ``mask`` float[B, 1, H, W] (1 = hole) to float[B, 3, H, W] RGB in [0, 1] and
+leaves the known region equal to ``image19[:, :3]`` (output = mask·pred + (1 − mask)·input).
+A module may also define ``forward_stack(stack20)`` taking the whole [B, 20, H, W] stack
+(mask first); :func:`refine` prefers it because it avoids re-concatenating a full-size
+tensor. H and W are multiples of 256.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+COARSE_SIZE = 512  # the coarse network's working size (pixels, square)
+PAD_MULTIPLE = 256  # both networks see sides divisible by this
+SHIFT_NUMERATOR, SHIFT_DENOMINATOR = 100, 512  # shift = 100/512 of the padded height
+
+
+# -- geometry ---------------------------------------------------------------------------------
+def refine_shift(height: int) -> int:
+    """Shift in pixels for the refinement copies: 100/512 × ``height`` (padded height).
+
+    ``height`` is a multiple of 256 in the pipeline, so the product is whole; for other
+    heights (e.g. training patches) the published code's float shift is truncated the way
+    ``scipy.ndimage.shift(order=0)`` would not, so those are refused rather than guessed.
+    """
+    num = SHIFT_NUMERATOR * int(height)
+    if num % SHIFT_DENOMINATOR:
+        raise ValueError(
+            f"refine_shift: height {height} gives a fractional shift; use a multiple of 128"
+        )
+    return num // SHIFT_DENOMINATOR
+
+
+def fit_geometry(height: int, width: int, size: int = COARSE_SIZE) -> tuple[int, int, int, int]:
+    """Where an image of ``height``×``width`` goes in a ``size``×``size`` canvas.
+
+    Returns ``(new_h, new_w, top, left)``: the long side becomes ``size``, the short side
+    ``short * size // long`` (rounded down), centred at offset ``(size - new) // 2`` (an odd
+    margin's extra pixel goes after). Equal sides count as "width is the long side",
+    as in the published code (no effect on the result).
+    """
+    if height > width:
+        new_w = width * size // height
+        return size, new_w, 0, (size - new_w) // 2
+    new_h = height * size // width
+    return new_h, size, (size - new_h) // 2, 0
+
+
+def resize_to_fit(arr: np.ndarray, size: int = COARSE_SIZE) -> np.ndarray:
+    """OpenCV ``INTER_NEAREST`` resize of ``arr`` (uint8, H×W or H×W×C) to the fitted size.
+
+    OpenCV's legacy nearest (source index ``floor(i * in / out)``) is what the published
+    pipeline uses; it differs from :func:`bench.resize.resize_nearest` on purpose.
+    """
+    new_h, new_w, _, _ = fit_geometry(arr.shape[0], arr.shape[1], size)
+    out = cv2.resize(arr, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    if arr.ndim == 3 and out.ndim == 2:  # OpenCV drops a single channel axis
+        out = out[..., None]
+    return out
+
+
+def upscale_coarse(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear (OpenCV default ``INTER_LINEAR``, fixed-point on uint8) resize to H×W."""
+    if coarse.dtype != np.uint8:
+        raise TypeError(f"upscale_coarse: expected uint8, got {coarse.dtype}")
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def matched_image(image: np.ndarray, hole: np.ndarray, coarse_up: np.ndarray) -> np.ndarray:
+    """uint8[H, W, 3]: ``image`` with the hole (bool[H, W], True = hole) from ``coarse_up``."""
+    return np.where(hole[..., None], coarse_up, image)
+
+
+# -- the 20-channel refinement input --------------------------------------------------------------
+def shifted_stack(matched, hole, shift: int, no_shift: bool = False):
+    """Build the refinement input float[B, 20, H, W] from tensors.
+
+    ``matched``: float[B, 3, H, W] in [0, 1], the image with the coarse fill in the hole
+    (for exact conformance: uint8 values divided by 255 in float32). ``hole``: float[B, 1,
+    H, W], 1 = hole. ``shift``: pixels (:func:`refine_shift`). Channel order:
+    ``[mask, matched, up, mask-up, down, mask-down, right, mask-right, left, mask-left]``
+    where up means ``out[y] = in[y + s]``, down ``out[y] = in[y - s]``, right
+    ``out[x] = in[x - s]``, left ``out[x] = in[x + s]``; pixels shifted in from outside get
+    image value 1/255 and mask 1. ``no_shift=True`` (the ablation) puts plain copies in the
+    four shifted slots. The output is the only full-size allocation; it has ``matched``'s
+    dtype and device.
+    """
+    import torch
+
+    if matched.ndim != 4 or matched.shape[1] != 3:
+        raise ValueError(f"shifted_stack: matched must be [B,3,H,W], got {tuple(matched.shape)}")
+    b, _, h, w = matched.shape
+    if tuple(hole.shape) != (b, 1, h, w):
+        raise ValueError(f"shifted_stack: hole must be [{b},1,{h},{w}], got {tuple(hole.shape)}")
+    if shift < 0:
+        raise ValueError(f"shifted_stack: shift must be >= 0, got {shift}")
+    out = matched.new_empty((b, 20, h, w))
+    out[:, 0:1] = hole
+    out[:, 1:4] = matched
+    # 1/255 computed in the working dtype, as the published code's uint8 1 / 255 is.
+    fill_img = torch.ones((), dtype=matched.dtype, device=matched.device) / 255
+    for k in range(4):
+        img_ch = slice(4 + 4 * k, 7 + 4 * k)
+        mask_ch = slice(7 + 4 * k, 8 + 4 * k)
+        if no_shift:
+            out[:, img_ch] = matched
+            out[:, mask_ch] = hole
+            continue
+        sh = min(shift, h if k < 2 else w)
+        dst, src, fill = _shift_slices(k, sh, h, w)
+        out[:, img_ch][dst] = matched[src]
+        out[:, mask_ch][dst] = hole[src]
+        out[:, img_ch][fill] = fill_img
+        out[:, mask_ch][fill] = 1
+    return out
+
+
+def _shift_slices(direction: int, s: int, h: int, w: int):
+    """(destination, source, fill) index tuples over [B, C, H, W] for one direction.
+
+    direction 0 = up, 1 = down, 2 = right, 3 = left (the order of the stack).
+    """
+    all_ = slice(None)
+    if direction == 0:  # up: out[y] = in[y + s]
+        return ((all_, all_, slice(0, h - s)), (all_, all_, slice(s, h)),
+                (all_, all_, slice(h - s, h)))
+    if direction == 1:  # down: out[y] = in[y - s]
+        return ((all_, all_, slice(s, h)), (all_, all_, slice(0, h - s)),
+                (all_, all_, slice(0, s)))
+    if direction == 2:  # right: out[x] = in[x - s]
+        return ((all_, all_, all_, slice(s, w)), (all_, all_, all_, slice(0, w - s)),
+                (all_, all_, all_, slice(0, s)))
+    # left: out[x] = in[x + s]
+    return ((all_, all_, all_, slice(0, w - s)), (all_, all_, all_, slice(s, w)),
+            (all_, all_, all_, slice(w - s, w)))
+
+
+# -- stage 1: coarse fill at 512 ---------------------------------------------------------------
+def dfnet_coarse(net, image: np.ndarray, hole: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """The published coarse stage: uint8 RGB [new_h, new_w, 3] (see :func:`fit_geometry`).
+
+    ``net``: a DFNet-like module, ``net(masked_bgr, known)`` returning a list whose first
+    item is float[1, 3, 512, 512] BGR in [0, 1]. ``image``: uint8[H, W, 3] RGB (padded,
+    hole zeroed); ``hole``: bool[H, W]. The float steps follow the published code's order
+    (float32 ``/255``, ``1 - mask``, composite, ``×255``, truncation) so the result matches
+    its output bit for bit when the convolutions do.
+    """
+    import torch
+
+    new_h, new_w, top, left = fit_geometry(*hole.shape)
+    canvas = np.zeros((COARSE_SIZE, COARSE_SIZE, 4), dtype=np.uint8)
+    canvas[top : top + new_h, left : left + new_w, :3] = resize_to_fit(image[..., ::-1])  # BGR
+    canvas[top : top + new_h, left : left + new_w, 3] = resize_to_fit(hole.view(np.uint8)) * 255
+    with torch.inference_mode():
+        t = torch.from_numpy(canvas).to(device).permute(2, 0, 1).unsqueeze(0).float().div(255)
+        img, known = t[:, :3], 1 - t[:, 3:]
+        pred = net(img * known, known)[0]
+        comp = img * known + pred * (1 - known)
+        u8 = comp.mul(255).to(torch.uint8)  # truncation toward zero, as ``.byte()``
+        out = u8[0, :, top : top + new_h, left : left + new_w].permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(out[..., ::-1])  # BGR -> RGB
+
+
+def method_coarse(method, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Any registered method as the coarse stage: uint8 RGB [new_h, new_w, 3].
+
+    ``method`` is an :class:`~bench.methods.base.Inpainter` (e.g. from
+    ``bench.methods.create("telea")``); it runs on the image reduced with the same OpenCV
+    nearest resize as DFNet's input, without the zero canvas (that canvas exists only
+    because DFNet needs a square input). A hole that vanishes at 512 px needs no coarse fill.
+    """
+    small = resize_to_fit(image)
+    small_hole = resize_to_fit(hole.view(np.uint8)) > 0
+    if not small_hole.any():
+        return small
+    return method(small, small_hole)
+
+
+def upscaled_coarse(method, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """:func:`method_coarse` upscaled bilinearly to ``image``'s size: uint8 RGB [H, W, 3]."""
+    return upscale_coarse(method_coarse(method, image, hole), *hole.shape)
+
+
+# -- stage 2: refinement ------------------------------------------------------------------------
+def refine(net, matched: np.ndarray, hole: np.ndarray, device: str = "cpu",
+           no_shift: bool = False) -> np.ndarray:
+    """Run a refinement network (interface: module docstring): uint8 RGB [H, W, 3].
+
+    ``matched``: uint8[H, W, 3] RGB with the coarse fill in the hole; ``hole``: bool[H, W].
+    H must give a whole :func:`refine_shift`. The result is ``×255`` then truncated.
+    """
+    import torch
+
+    h, w = hole.shape
+    with torch.inference_mode():
+        m = torch.from_numpy(np.ascontiguousarray(matched)).to(device)
+        m = m.permute(2, 0, 1).unsqueeze(0).float().div(255)
+        hl = torch.from_numpy(hole.view(np.uint8)).to(device).view(1, 1, h, w).float()
+        stack = shifted_stack(m, hl, refine_shift(h), no_shift=no_shift)
+        del m
+        if hasattr(net, "forward_stack"):
+            out = net.forward_stack(stack)
+        else:
+            out = net(stack[:, 1:], stack[:, :1])
+        del stack
+        u8 = out.mul_(255).to(torch.uint8)
+        return np.ascontiguousarray(u8[0].permute(1, 2, 0).cpu().numpy())
