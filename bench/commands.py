@@ -1,0 +1,148 @@
+"""Core subcommands: prepare, run, table, plot, methods."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .datasets import PROTOCOL_RESOLUTIONS, PrepareSpec, prepare
+from .report import FORMATS, TABLE_METRICS
+
+log = logging.getLogger("hrbench")
+
+
+def _add_protocol_args(p: argparse.ArgumentParser, defaults: bool) -> None:
+    d = (lambda v: v) if defaults else (lambda v: None)
+    p.add_argument("--resolutions", type=int, nargs="+", default=d(list(PROTOCOL_RESOLUTIONS)), metavar="N",
+                   help="test sizes N (N×N squares); default 1024 1536 1792 2048")
+    p.add_argument("--resize", choices=["nearest", "area"], default=d("nearest"),
+                   help="how photos are reduced to N×N (paper: nearest)")
+    p.add_argument("--mask", default=d("centre"), metavar="centre|DIR",
+                   help="'centre' square hole, or a folder of masks (DIR/<N>/<stem>.png or DIR/<stem>.png)")
+    p.add_argument("--hole-fraction", type=float, default=d(1 / 3), help="centre hole side / N (default 1/3)")
+
+
+def cmd_prepare(args) -> int:
+    spec = PrepareSpec(tuple(args.resolutions), args.resize, args.mask, args.hole_fraction)
+    rep = prepare(Path(args.images), Path(args.out), spec)
+    for s in rep.skipped:
+        print(f"skipped {s['image']} at {s['resolution']}: {s['reason']}", file=sys.stderr)
+    counts = rep.manifest.groupby("resolution").size().to_dict()
+    print(f"prepared {len(rep.manifest)} items in {args.out}: "
+          + ", ".join(f"{n} px × {c}" for n, c in counts.items()))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runner import RunConfig, run
+
+    cfg = RunConfig.from_toml(args.config) if args.config else RunConfig()
+    cli = {
+        "images": args.images, "out": args.out, "methods": args.methods, "resolutions": args.resolutions,
+        "resize": args.resize, "mask": args.mask, "hole_fraction": args.hole_fraction,
+        "metric_size": args.metric_size, "jobs": args.jobs, "device": args.device,
+        "weights_dir": args.weights_dir, "seed": args.seed,
+    }
+    names = {f.name for f in fields(cfg)}
+    for k, v in cli.items():
+        if v is not None and k in names:
+            setattr(cfg, k, v)
+    if args.no_lpips:
+        cfg.lpips = False
+    if args.no_outputs:
+        cfg.save_outputs = False
+    summary = run(cfg.checked(), progress=not args.quiet)
+    from .report import table
+
+    print(table(summary.run_dir, "md"))
+    print(f"run folder: {summary.run_dir}  ({summary.n_ok} items done, {summary.n_reused} reused, "
+          f"{summary.n_failed} failed, {summary.wall_s:.1f} s)", file=sys.stderr)
+    for name, reason in summary.skipped_methods.items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    if summary.n_failed:
+        print(f"hrbench: {summary.n_failed} items failed; see {summary.run_dir}/items.csv and logs/; "
+              "rerun the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .report import table
+
+    metrics = tuple(args.metrics) if args.metrics else TABLE_METRICS
+    text = table(args.run, args.format, metrics, ci=args.ci)
+    if args.output:
+        from .io import write_text
+
+        write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot_run
+
+    for p in plot_run(args.run, args.out, args.image, args.resolution):
+        print(p)
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .methods import MethodContext, describe, unavailable_reason
+
+    ctx = MethodContext(weights_dir=Path(args.weights_dir) if args.weights_dir else None)
+    for d in describe():
+        name = d["name"]
+        reason = None if name.endswith(":<arg>") else unavailable_reason(name, ctx)
+        state = "available" if reason is None else f"unavailable ({reason})"
+        mark = "*" if d["default"] else " "
+        print(f"{mark} {name:28s} {state}  {d['summary']}")
+    print("(* = in the default benchmark)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="photos -> protocol ground truths, masks and manifest")
+    p.add_argument("--images", required=True, help="folder of photos")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_protocol_args(p, defaults=True)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("run", help="run methods × images × resolutions (default: the embedded sample set)")
+    p.add_argument("--config", help="TOML file with run settings (command-line flags override it)")
+    p.add_argument("--methods", nargs="+", help="method names (see `hrbench methods`); default set if omitted")
+    p.add_argument("--images", help="folder of photos (default: the embedded sample set)")
+    p.add_argument("--out", help="run folder (default results/sample-run); rerunning resumes it")
+    _add_protocol_args(p, defaults=False)
+    p.add_argument("--metric-size", type=int, help="downsample (nearest) to M×M before scoring")
+    p.add_argument("--jobs", type=int, help="worker processes (default 1)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="for neural methods (default auto)")
+    p.add_argument("--weights-dir", help="folder with checkpoints (see `hrbench weights`)")
+    p.add_argument("--seed", type=int, help="seed for randomised methods (default 0)")
+    p.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS even if available")
+    p.add_argument("--no-outputs", action="store_true", help="do not save output images")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("table", help="Table 1 of a run (md, csv or LaTeX)")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--format", choices=FORMATS, default="md")
+    p.add_argument("--metrics", nargs="+", help="metrics to show (default l1 psnr ssim)")
+    p.add_argument("--ci", action="store_true", help="show 95 %% confidence intervals of the means")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("plot", help="figures of a run (PNG + PDF)")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", help="folder for figures (default RUN/plots)")
+    p.add_argument("--image", help="image for the qualitative figure (default: first)")
+    p.add_argument("--resolution", type=int, help="resolution for the qualitative figure (default: largest)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("methods", help="list registered methods and whether they can run here")
+    p.add_argument("--weights-dir", help="folder with checkpoints")
+    p.set_defaults(func=cmd_methods)
