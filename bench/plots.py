@@ -89,8 +89,8 @@ def plot_qualitative(run_dir: Path, items: pd.DataFrame, info: dict, out: Path,
         raise UserError(f"no outputs for image {image!r} at {resolution} px in {run_dir}")
     manifest = pd.read_csv(run_dir / "data" / "manifest.csv")
     row = manifest[(manifest.image == image) & (manifest.resolution == resolution)].iloc[0]
-    gt = read_image(run_dir / "data" / row.gt)
-    mask = read_mask(run_dir / "data" / row.mask)
+    gt = read_image(run_dir / "data" / row["gt"])
+    mask = read_mask(run_dir / "data" / row["mask"])
     masked = gt.copy()
     masked[mask] = 255
     methods = method_order(ok.assign(metric="q"), info)

@@ -1,0 +1,43 @@
+"""Shared fixtures: the ../shared folder (skipped when absent) and small synthetic photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The project's shared folder (corpus, reference); CI has it, a user's machine may not."""
+    if not (SHARED / "corpus" / "images").is_dir():
+        pytest.skip(f"shared corpus not found beside the checkout ({SHARED}); test needs it")
+    return SHARED
+
+
+def smooth_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth, photo-like uint8 RGB image (gradients + low-frequency waves + mild noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    chans = []
+    for c in range(3):
+        fx, fy, ph = rng.uniform(1, 4, 2).tolist() + [rng.uniform(0, 6.28)]
+        v = 120 + 60 * np.sin(2 * np.pi * fx * x / w + ph) * np.cos(2 * np.pi * fy * y / h) + 40 * (x / w - y / h)
+        chans.append(v)
+    img = np.stack(chans, -1) + rng.normal(0, 2, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    """Three small photos: 96x80, 80x96 (portrait) and 50x60 (too small for 64)."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i, (h, w) in enumerate([(80, 96), (96, 80), (50, 60)]):
+        Image.fromarray(smooth_photo(h, w, seed=i)).save(d / f"img{i}.png")
+    return d
