@@ -1,0 +1,209 @@
+"""Crowd simulator for planning pairwise studies, analysed by the same code as real votes.
+
+A simulated study follows the site's protocol: every participant answers ``trials``
+questions, ``validation`` of them validation questions (a reference against a visibly broken
+fill) at random positions; the other trials show a uniformly random pair of distinct
+methods in random left/right order. People come in three kinds:
+
+* **honest** — choose by the Bradley–Terry model with the true log-strengths
+  (``P(left) = sigmoid(theta_left - theta_right)``) and answer validation questions
+  correctly except for a lapse rate ``lapse``;
+* **cheater** — click at random (P(left) = 1/2) on every trial, validation included;
+* **biased** — press the left button with probability ``side_bias`` regardless of the
+  images, otherwise behave honestly.
+
+Anyone who gets a validation question wrong is marked ``excluded`` (as the site does); the
+votes are then analysed through ``analysis.tidy_votes`` → ``pair_data`` →
+``fit_with_bootstrap`` exactly like a real study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from bench.errors import UserError
+
+from . import analysis
+
+REFERENCE, BROKEN = "validation-reference", "validation-broken"
+
+
+def method_names(k: int) -> list[str]:
+    """Default names ``m1..mK`` (zero-padded so they sort in order)."""
+    width = len(str(k))
+    return [f"m{i + 1:0{width}d}" for i in range(k)]
+
+
+def check_scores(scores: Sequence[float]) -> np.ndarray:
+    """Validate true log-strengths: at least two, finite, distinct; returned centred."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or len(s) < 2:
+        raise UserError("--scores: give at least two log-strengths, one per method")
+    if not np.isfinite(s).all():
+        raise UserError("--scores: scores must be finite numbers")
+    if len(np.unique(s)) != len(s):
+        raise UserError("--scores: scores must differ (the true order must be defined)")
+    return s - s.mean()
+
+
+def simulate_votes(
+    scores: Sequence[float],
+    participants: int,
+    trials: int = 25,
+    validation: int = 2,
+    cheaters: float = 0.0,
+    biased: float = 0.0,
+    side_bias: float = 0.8,
+    lapse: float = 0.02,
+    seed: int | np.random.SeedSequence = 0,
+    names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One simulated study as a tidy vote table.
+
+    Columns: ``participant, trial, left, right, choice`` (``left``/``right``),
+    ``is_validation, excluded, kind`` (``honest``/``cheater``/``biased``). ``cheaters`` and
+    ``biased`` are fractions of ``participants`` (rounded; the kinds are assigned at random).
+    """
+    theta = check_scores(scores)
+    k = len(theta)
+    names = list(names) if names is not None else method_names(k)
+    if len(names) != k:
+        raise UserError("--names: give one name per score")
+    if participants < 1 or trials < 1 or not 0 <= validation <= trials:
+        raise UserError("simulate: need participants >= 1 and 0 <= validation <= trials")
+    if not (0 <= cheaters <= 1 and 0 <= biased <= 1 and cheaters + biased <= 1):
+        raise UserError("--cheaters/--biased: fractions in [0, 1] that sum to at most 1")
+    rng = np.random.default_rng(seed)
+    n_cheat = int(round(cheaters * participants))
+    n_bias = int(round(biased * participants))
+    kinds = np.array(["cheater"] * n_cheat + ["biased"] * n_bias
+                     + ["honest"] * (participants - n_cheat - n_bias))
+    rng.shuffle(kinds)
+    person = np.repeat(np.arange(participants), trials)
+    trial = np.tile(np.arange(1, trials + 1), participants)
+    kind = kinds[person]
+    # Validation trials at random positions within each person's sequence.
+    order = rng.random((participants, trials)).argsort(axis=1)
+    is_val = (order < validation).ravel()
+    n = participants * trials
+    i = rng.integers(0, k, n)
+    j = (i + rng.integers(1, k, n)) % k
+    p_left = expit(theta[i] - theta[j])
+    # Validation: reference on a random side; an honest person picks it unless they lapse.
+    ref_left = rng.random(n) < 0.5
+    p_val_left = np.where(ref_left, 1 - lapse, lapse)
+    p_left = np.where(is_val, p_val_left, p_left)
+    p_left = np.where(kind == "cheater", 0.5, p_left)
+    p_left = np.where(kind == "biased", side_bias + (1 - side_bias) * p_left, p_left)
+    pressed_left = rng.random(n) < p_left
+    names_arr = np.array(names, dtype=object)
+    left = np.where(is_val, np.where(ref_left, REFERENCE, BROKEN), names_arr[i])
+    right = np.where(is_val, np.where(ref_left, BROKEN, REFERENCE), names_arr[j])
+    failed_val = is_val & (pressed_left != ref_left)
+    failed_person = np.bincount(person, weights=failed_val, minlength=participants) > 0
+    width = len(str(participants))
+    return pd.DataFrame({
+        "participant": [f"p{x:0{width}d}" for x in person],
+        "trial": trial,
+        "left": left,
+        "right": right,
+        "choice": np.where(pressed_left, "left", "right"),
+        "is_validation": is_val,
+        "excluded": failed_person[person],
+        "kind": kind,
+    })
+
+
+def evaluate_study(votes: pd.DataFrame, theta_true: np.ndarray, names: Sequence[str],
+                   boot_reps: int, seed: int) -> dict:
+    """Analyse one simulated study; compare with the truth.
+
+    Returns ``order`` (point estimates in the true order), ``all_adjacent`` (every adjacent
+    pair of the true order separated at 95 % in the right direction), ``sep_<a>__<b>`` per
+    adjacent pair, ``coverage`` (share of methods whose 95 % interval holds the truth) and
+    ``excluded`` (share of people excluded).
+    """
+    tidy = analysis.tidy_votes(votes, "simulated votes", "method")
+    kept = tidy[~tidy["excluded"]]
+    items = list(names)
+    index = {n: i for i, n in enumerate(items)}
+    truth = np.array([theta_true[index[n]] for n in items])
+    pdata = analysis.pair_data(kept, items)
+    result = {"excluded": float(tidy.groupby("participant")["excluded"].first().mean())}
+    order = np.argsort(-truth)
+    if len(pdata.data) == 0:
+        result.update(order=False, all_adjacent=False, coverage=np.nan)
+        for a, b in zip(order[:-1], order[1:], strict=True):
+            result[f"sep_{items[a]}__{items[b]}"] = False
+        return result
+    wins = analysis.win_matrix(len(items), pdata.data, pdata.weights)
+    alpha = analysis.default_alpha(len(items))
+    theta, _, summ = analysis.fit_with_bootstrap(pdata, wins, boot_reps, seed, alpha)
+    result["order"] = bool(np.all(np.argsort(-theta) == order))
+    seps = []
+    for a, b in zip(order[:-1], order[1:], strict=True):
+        sep = bool(summ.p_better[a, b] >= 0.975)
+        seps.append(sep)
+        result[f"sep_{items[a]}__{items[b]}"] = sep
+    result["all_adjacent"] = all(seps)
+    result["coverage"] = float(((summ.low <= truth) & (truth <= summ.high)).mean())
+    return result
+
+
+def simulate_grid(
+    scores: Sequence[float],
+    participants: Sequence[int],
+    reps: int = 100,
+    boot_reps: int = 500,
+    trials: int = 25,
+    validation: int = 2,
+    cheaters: float = 0.0,
+    biased: float = 0.0,
+    side_bias: float = 0.8,
+    lapse: float = 0.02,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate ``reps`` studies for every N in ``participants``.
+
+    Returns ``(per_study, summary)``: one row per simulated study, and per N the shares
+    ``p_order``, ``p_all_adjacent``, ``p_sep_<a>__<b>`` and the mean ``coverage`` and
+    ``excluded``. Study ``r`` at size ``N`` uses seed ``SeedSequence([seed, N, r])``.
+    """
+    theta = check_scores(scores)
+    names = list(names) if names is not None else method_names(len(theta))
+    jobs = [(n, r) for n in participants for r in range(reps)]
+    it = jobs
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(jobs, desc="simulate", unit="study")
+    rows = []
+    for n, r in it:
+        ss = np.random.SeedSequence([seed, int(n), r])
+        votes = simulate_votes(theta, int(n), trials, validation, cheaters, biased, side_bias,
+                               lapse, ss, names)
+        boot_seed = int(ss.generate_state(1)[0])
+        rows.append({"participants": int(n), "rep": r,
+                     **evaluate_study(votes, theta, names, boot_reps, boot_seed)})
+    per = pd.DataFrame(rows)
+    agg = {"p_order": ("order", "mean"), "p_all_adjacent": ("all_adjacent", "mean"),
+           "coverage": ("coverage", "mean"), "excluded": ("excluded", "mean")}
+    for col in per.columns:
+        if col.startswith("sep_"):
+            agg[f"p_{col}"] = (col, "mean")
+    summary = per.groupby("participants").agg(**agg).reset_index()
+    summary.insert(1, "studies", reps)
+    return per, summary
+
+
+def needed_participants(summary: pd.DataFrame, column: str = "p_all_adjacent",
+                        target: float = 0.8) -> int | None:
+    """Smallest simulated N whose ``column`` reaches ``target`` (None if none does)."""
+    ok = summary[summary[column] >= target]
+    return int(ok["participants"].min()) if len(ok) else None
