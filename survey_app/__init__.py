@@ -1,0 +1,167 @@
+"""The pairwise-voting site (Flask). ``create_app(config)`` is the application factory.
+
+Configuration (a mapping passed to :func:`create_app`; the environment fills what is absent):
+
+============================  ==================================================================
+``STUDY_DIR``                 the study folder (``HRBENCH_STUDY``); required
+``DATABASE_URL``              SQLAlchemy URL (``HRBENCH_DATABASE_URL``); default
+                              ``sqlite:///STUDY/instance/survey.db``
+``SECRET_KEY``                session signing key (``HRBENCH_SECRET_KEY`` or
+                              ``STUDY/instance/secret_key``); no default: refused without one
+``ADMIN_TOKEN``               admin bearer token (``HRBENCH_ADMIN_TOKEN`` or
+                              ``STUDY/instance/admin_token``); without one the admin pages are
+                              closed (always 401)
+``SQLITE_SYNCHRONOUS``        ``FULL`` (default: durable across power loss) or ``NORMAL``
+``VOTE_RATE``                 ``(burst, per_second)`` answers per participant; default (30, 3)
+``START_RATE``                ``(burst, per_second)`` new participants per client address;
+                              default (30, 0.5); ``per_second <= 0`` disables
+``ACTIVE_WINDOW_S``           a started, unfinished schedule counts towards pair balance for
+                              this long after the participant's last answer (default 3600)
+``COMPLETION_URL``            overrides the study's redirect URL (``{code}`` is replaced)
+``SESSION_COOKIE_SECURE``     set True behind HTTPS
+============================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+
+from bench.errors import UserError
+
+from .db import Database, default_db_url, make_engine, sync_study
+from .security import (
+    ADMIN_ENV,
+    ADMIN_FILE,
+    SECRET_ENV,
+    SECRET_FILE,
+    RateLimiter,
+    load_secret,
+)
+from .study import StudySpec, load_study
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "SQLITE_SYNCHRONOUS": "FULL",
+    "VOTE_RATE": (30, 3.0),
+    "START_RATE": (30, 0.5),
+    "ACTIVE_WINDOW_S": 3600,
+    "DB_POOL_SIZE": 16,
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    "MAX_FORM_PARTS": 50,
+    "SESSION_COOKIE_NAME": "hrbench_survey",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": False,
+    "PERMANENT_SESSION_LIFETIME": timedelta(days=7),
+}
+
+
+@dataclass
+class SurveyState:
+    """What every request needs, built once per app."""
+
+    spec: StudySpec
+    db: Database
+    study_id: int
+    items: dict[int, dict]  # item id -> {"path", "width", "height", "method", "image", "kind"}
+    admin_token: str | None
+    vote_limiter: RateLimiter
+    start_limiter: RateLimiter
+    login_limiter: RateLimiter
+
+
+def _item_table(db: Database, spec: StudySpec, study_id: int) -> dict[int, dict]:
+    """Item id -> display facts. Paths come from study.json, never from a request."""
+    from sqlalchemy import select
+
+    from .models import Item
+
+    by_key = {it["key"]: it for it in spec.items}
+    out: dict[int, dict] = {}
+    with db.session_scope() as s:
+        for row in s.scalars(select(Item).where(Item.study_id == study_id)):
+            it = by_key.get(row.key)
+            if it is None:
+                continue
+            out[row.id] = {
+                "path": spec.image_path(it["file"]),
+                "width": row.width,
+                "height": row.height,
+                "method": row.method,
+                "image": row.image,
+                "kind": row.kind,
+            }
+    return out
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the survey app for one study (see the module docstring for ``config``)."""
+    cfg = dict(config or {})
+    study_dir = cfg.get("STUDY_DIR") or os.environ.get("HRBENCH_STUDY")
+    if not study_dir:
+        raise UserError("STUDY_DIR: no study folder given; pass it or set HRBENCH_STUDY")
+    spec = load_study(study_dir)
+    instance = spec.folder / "instance"
+    app = Flask(__name__, instance_path=str(instance))
+    app.config.from_mapping(DEFAULTS)
+    app.config.update(cfg)
+    app.config["STUDY_DIR"] = str(spec.folder)
+
+    secret = app.config.get("SECRET_KEY") or load_secret(instance, SECRET_ENV, SECRET_FILE)
+    if not secret:
+        raise UserError(
+            f"{instance / SECRET_FILE}: no session secret; set {SECRET_ENV} or run "
+            "`hrbench survey serve` once, which creates it"
+        )
+    app.config["SECRET_KEY"] = secret
+    admin_token = app.config.get("ADMIN_TOKEN") or load_secret(instance, ADMIN_ENV, ADMIN_FILE)
+    if not admin_token:
+        log.warning("no admin token (%s or %s); admin pages are closed", ADMIN_ENV,
+                    instance / ADMIN_FILE)
+
+    url = (
+        app.config.get("DATABASE_URL")
+        or os.environ.get("HRBENCH_DATABASE_URL")
+        or default_db_url(spec.folder)
+    )
+    app.config["DATABASE_URL"] = url
+    try:
+        engine = make_engine(
+            url,
+            synchronous=str(app.config["SQLITE_SYNCHRONOUS"]),
+            pool_size=int(app.config["DB_POOL_SIZE"]),
+        )
+    except ValueError as exc:
+        raise UserError(f"database settings: {exc}") from None
+    except Exception as exc:  # e.g. an unknown dialect or a missing driver
+        raise UserError(f"--db {url!r}: cannot use this database URL ({exc})") from None
+    db = Database(engine)
+    db.create_all()
+    study_id = sync_study(db, spec)
+
+    app.extensions["survey"] = SurveyState(
+        spec=spec,
+        db=db,
+        study_id=study_id,
+        items=_item_table(db, spec, study_id),
+        admin_token=admin_token,
+        vote_limiter=RateLimiter(*app.config["VOTE_RATE"]),
+        start_limiter=RateLimiter(*app.config["START_RATE"]),
+        login_limiter=RateLimiter(10, 0.2),
+    )
+
+    from . import views
+
+    views.init_app(app)
+    return app
+
+
+__all__ = ["create_app", "SurveyState"]

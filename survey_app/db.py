@@ -1,0 +1,173 @@
+"""Database engine, sessions and the study import.
+
+SQLite is the embedded default (``STUDY/instance/survey.db``), in WAL mode so that readers
+never block the writer; any other SQLAlchemy URL (e.g. ``postgresql+psycopg://…``) is used
+as given.
+
+Why transactions that write begin with ``BEGIN IMMEDIATE`` on SQLite: a deferred
+transaction that first reads and then writes can fail at once with ``SQLITE_BUSY`` (the
+busy timeout does not apply to a snapshot upgrade) when another connection committed in
+between. Taking the write lock up front makes concurrent votes queue on the busy timeout
+instead. Pass ``write=True`` to :func:`session_scope` for such transactions.
+
+Durability: with ``synchronous=FULL`` (the default here) a committed vote survives a
+process kill *and* a power cut; ``NORMAL`` survives a process kill (SIGKILL) but may lose
+the last commits on power loss, and is faster. Configurable per app (``SQLITE_SYNCHRONOUS``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Base, Item, Pair, Study
+
+log = logging.getLogger(__name__)
+
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_IMMEDIATE = "hrbench_sqlite_immediate"
+
+
+def default_db_url(study_dir: str | Path) -> str:
+    """``sqlite:///STUDY/instance/survey.db`` (absolute path)."""
+    path = Path(study_dir).resolve() / "instance" / "survey.db"
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 16) -> Engine:
+    """Create an engine; for SQLite set WAL, foreign keys, busy timeout and the begin mode.
+
+    ``synchronous`` is one of ``SQLITE_SYNCHRONOUS`` (ignored for other databases).
+    """
+    synchronous = synchronous.upper()
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS}, got {synchronous!r}")
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 30, "check_same_thread": False},
+        pool_size=pool_size,
+        max_overflow=pool_size,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - driver callback
+        # Let SQLAlchemy's begin event own transaction start (pysqlite's own is deferred).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # pragma: no cover - driver callback
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """An engine plus two session factories: plain (reads) and write (BEGIN IMMEDIATE)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
+        )
+
+    def session(self, write: bool = False) -> Session:
+        return (self._write if write else self._read)()
+
+    @contextmanager
+    def session_scope(self, write: bool = False) -> Iterator[Session]:
+        """A session committed on success, rolled back on error, always closed."""
+        s = self.session(write)
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+        finally:
+            s.close()
+
+    def create_all(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def sync_study(db: Database, spec) -> int:
+    """Insert the study from ``spec`` (a ``study.StudySpec``) unless its uid is present.
+
+    Returns the study's database id. Safe to call from several processes at once: the
+    losers of the insert race see the unique ``uid`` and read the winner's row.
+    """
+    with db.session_scope() as s:
+        found = s.scalar(select(Study.id).where(Study.uid == spec.uid))
+    if found is not None:
+        return found
+    try:
+        with db.session_scope(write=True) as s:
+            found = s.scalar(select(Study.id).where(Study.uid == spec.uid))
+            if found is not None:
+                return found
+            study = Study(
+                uid=spec.uid,
+                name=spec.name,
+                question=spec.question,
+                n_trials=spec.trials_per_participant,
+                n_validation=spec.validation,
+                repeat_swapped=spec.repeat_swapped,
+                seed=spec.seed,
+                config_json=json.dumps(spec.raw.get("config", {}), sort_keys=True),
+            )
+            s.add(study)
+            s.flush()
+            ids: dict[str, int] = {}
+            for it in spec.items:
+                row = Item(
+                    study_id=study.id,
+                    key=it["key"],
+                    method=it["method"],
+                    image=it["image"],
+                    kind=it["kind"],
+                    file=it["file"],
+                    width=it["width"],
+                    height=it["height"],
+                    orig_width=it["orig_width"],
+                    orig_height=it["orig_height"],
+                )
+                s.add(row)
+                s.flush()
+                ids[it["key"]] = row.id
+            for p in spec.pairs:
+                s.add(
+                    Pair(
+                        study_id=study.id,
+                        item_a_id=ids[p["a"]],
+                        item_b_id=ids[p["b"]],
+                        kind=p["kind"],
+                        correct_item_id=ids[p["correct"]] if p.get("correct") else None,
+                    )
+                )
+            log.info("imported study %s: %d items, %d pairs", spec.uid, len(ids), len(spec.pairs))
+            return study.id
+    except IntegrityError:
+        with db.session_scope() as s:
+            return s.scalar(select(Study.id).where(Study.uid == spec.uid))

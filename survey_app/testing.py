@@ -1,0 +1,232 @@
+"""Helpers shared by the survey tests and the load benchmark (not used by the site itself).
+
+- :func:`make_fake_run`: a tiny run folder in the layout ``hrbench run`` writes
+  (``items.csv``, ``data/manifest.csv``, outputs), with synthetic photos.
+- :class:`ServerProcess`: ``hrbench survey serve`` in a child process on 127.0.0.1.
+- :class:`Participant`: a scripted participant over one keep-alive HTTP connection that
+  follows the plain-HTML flow (no JavaScript), parsing the CSRF token and trial index.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+
+from bench.io import write_image, write_json, write_mask
+from bench.masks import centre_square_mask
+
+
+def make_fake_run(
+    folder: str | Path,
+    methods: tuple[str, ...] = ("good", "blurry", "flat"),
+    images: tuple[str, ...] = ("alpha", "beta", "gamma"),
+    size: tuple[int, int] = (96, 128),
+    resolution: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Write a run folder with synthetic ``uint8`` photos of ``size`` = (H, W).
+
+    Outputs per method: ``good`` = ground truth plus faint noise in the hole, ``blurry`` =
+    hole replaced by a box blur, ``flat`` (or anything else) = hole filled with grey. One
+    extra row with status ``failed`` checks that failed items are skipped.
+    """
+    import cv2
+
+    run = Path(folder)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    manifest, items = [], []
+    mask = centre_square_mask(h, w)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for k, name in enumerate(images):
+        base = np.stack([(xx * (3 + k)) % 256, (yy * (2 + k)) % 256, (xx + yy) % 256], -1)
+        gt = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        write_image(run / "data" / str(resolution) / f"{name}.png", gt)
+        write_mask(run / "data" / str(resolution) / f"{name}_mask.png", mask)
+        manifest.append({
+            "image": name, "resolution": resolution, "gt": f"{resolution}/{name}.png",
+            "mask": f"{resolution}/{name}_mask.png", "gt_sha256": "", "mask_sha256": "",
+        })
+        for m in methods:
+            out = gt.copy()
+            if m == "good":
+                noisy = gt.astype(np.int16) + rng.integers(-3, 4, gt.shape)
+                out[mask] = np.clip(noisy, 0, 255).astype(np.uint8)[mask]
+            elif m == "blurry":
+                out[mask] = cv2.blur(gt, (15, 15))[mask]
+            else:
+                out[mask] = 128
+            rel = f"outputs/{m}/{resolution}/{name}.png"
+            write_image(run / rel, out)
+            items.append({"method": m, "resolution": resolution, "image": name, "status": "ok",
+                          "output": rel, "runtime_s": 0.01, "peak_rss_mb": 1.0,
+                          "changed_known": 0, "error": ""})
+    items.append({"method": methods[0], "resolution": resolution * 2, "image": images[0],
+                  "status": "failed", "output": "", "runtime_s": "", "peak_rss_mb": "",
+                  "changed_known": "", "error": "synthetic failure"})
+    for name, rows in (("data/manifest.csv", manifest), ("items.csv", items)):
+        with open(run / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    write_json(run / "run.json", {"config": {"synthetic": True, "seed": seed}})
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m bench.cli survey serve STUDY`` on 127.0.0.1 in a child process."""
+
+    def __init__(self, study: Path, port: int | None = None, workers: int = 8,
+                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 log_path: Path | None = None):
+        self.study, self.port = Path(study), port or free_port()
+        self.workers, self.extra, self.env = workers, extra, env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        repo = Path(__file__).resolve().parents[1]
+        env = dict(os.environ, **(self.env or {}))
+        env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+        cmd = [sys.executable, "-m", "bench.cli", "survey", "serve", str(self.study),
+               "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+               *self.extra]
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=repo)
+        if self.log_path:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not answer on port {self.port} in {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no flush; what a crash or an OOM kill does."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+_CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+_TRIAL_RE = re.compile(r'name="trial" value="([0-9]+)"')
+_PROGRESS_RE = re.compile(r'id="progress">([0-9]+) of ([0-9]+)<')
+_CODE_RE = re.compile(r'id="completion-code">([^<]+)<')
+
+
+class Participant:
+    """A scripted participant: plain HTTP, its own cookie, no JavaScript."""
+
+    def __init__(self, port: int, external_id: str | None = None, timeout: float = 30.0):
+        self.port, self.external_id, self.timeout = port, external_id, timeout
+        self.cookie: str | None = None
+        self.csrf: str | None = None
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def request(self, method: str, path: str, form: dict | None = None) -> tuple[int, dict, str]:
+        """One request; returns (status, lower-case headers, body). Connection errors raise."""
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn = self._connection()
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+        hdrs = {k.lower(): v for k, v in resp.getheaders()}
+        cookie = hdrs.get("set-cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        if hdrs.get("connection", "").lower() == "close":
+            self.close()
+        return resp.status, hdrs, data
+
+    def begin(self) -> None:
+        path = "/" + (f"?pid={self.external_id}" if self.external_id else "")
+        status, _, body = self.request("GET", path)
+        if status != 200:
+            raise RuntimeError(f"GET / -> {status}")
+        self.csrf = _CSRF_RE.search(body).group(1)
+        form = {"csrf_token": self.csrf, "consent": "yes"}
+        if self.external_id:
+            form["external_id"] = self.external_id
+        status, _, _ = self.request("POST", "/start", form)
+        if status != 303:
+            raise RuntimeError(f"POST /start -> {status}")
+
+    def current(self) -> tuple[int, int] | None:
+        """(trial index, number of trials) of the current trial, or None when done."""
+        status, hdrs, body = self.request("GET", "/trial")
+        if status in (302, 303) and hdrs.get("location", "").endswith("/done"):
+            return None
+        if status != 200:
+            raise RuntimeError(f"GET /trial -> {status}")
+        self.csrf = _CSRF_RE.search(body).group(1)
+        progress = _PROGRESS_RE.search(body)
+        return int(_TRIAL_RE.search(body).group(1)), int(progress.group(2))
+
+    def answer(self, index: int, choice: str, **extra: str) -> int:
+        """POST one answer; returns the status (303 = stored and acknowledged)."""
+        form = {"csrf_token": self.csrf, "trial": str(index), "choice": choice, **extra}
+        status, _, _ = self.request("POST", "/trial", form)
+        return status
+
+    def completion_code(self) -> str:
+        status, _, body = self.request("GET", "/done")
+        m = _CODE_RE.search(body)
+        if status != 200 or not m:
+            raise RuntimeError(f"GET /done -> {status}")
+        return m.group(1)

@@ -1,0 +1,587 @@
+"""Routes: the participant flow, the admin pages, and the vote download.
+
+Participant flow (plain HTML forms; JavaScript only adds keyboard shortcuts, the response
+time measured in the page and the viewport size)::
+
+    GET  /         instructions and consent        POST /start   create the schedule
+    GET  /trial    the current trial               POST /trial   answer it (303 to the next)
+    GET  /done     completion code (+ redirect link to the crowd platform, if configured)
+    GET  /image/N  display image of item N (by id; no request path ever reaches the disk)
+
+An answer is committed to the database before the response that leads to the next trial is
+sent, so everything a participant saw acknowledged is stored. Answers for any trial other
+than the current one are refused (409), except an identical resubmission of an answered
+trial, which is accepted without a second row (browser retry, double click, back button).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import random
+import re
+import secrets
+import time
+from datetime import timedelta
+
+import pandas as pd
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from . import SurveyState
+from .assign import PairRef, plan_trials
+from .models import Pair, Participant, Trial, Vote, utcnow
+from .security import (
+    SECURITY_HEADERS,
+    check_csrf,
+    constant_time_equal,
+    csrf_token,
+)
+
+log = logging.getLogger(__name__)
+
+participant_bp = Blueprint("participant", __name__)
+admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
+export_bp = Blueprint("export", __name__, url_prefix="/admin/export")
+
+EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+EXTERNAL_ID_PARAMS = ("pid", "PROLIFIC_PID", "workerId", "participant")
+MAX_TRIAL_INDEX = 100_000
+MAX_RT_MS = 24 * 3600 * 1000
+MAX_VIEWPORT = 100_000
+
+
+def state() -> SurveyState:
+    return current_app.extensions["survey"]
+
+
+# ----------------------------------------------------------------------------- input parsing
+
+
+def _int_field(name: str, lo: int, hi: int, required: bool) -> int | None:
+    """An integer form field in ``[lo, hi]``; 400 when malformed (or missing if required)."""
+    raw = request.form.get(name)
+    if raw is None or raw.strip() == "":
+        if required:
+            abort(400, description=f"missing field {name!r}")
+        return None
+    raw = raw.strip()
+    if len(raw) > 12 or not re.fullmatch(r"-?[0-9]+", raw):
+        abort(400, description=f"field {name!r} must be a whole number")
+    value = int(raw)
+    if not lo <= value <= hi:
+        abort(400, description=f"field {name!r} out of range [{lo}, {hi}]")
+    return value
+
+
+def _session_participant_id() -> int | None:
+    """The participant id in the signed session, if it belongs to this study."""
+    pid = session.get("p")
+    if isinstance(pid, int) and not isinstance(pid, bool) and session.get("s") == state().spec.uid:
+        return pid
+    return None
+
+
+def _load_participant() -> Participant | None:
+    pid = _session_participant_id()
+    if pid is None:
+        return None
+    with state().db.session_scope() as s:
+        p = s.get(Participant, pid)
+    if p is None or p.study_id != state().study_id:
+        return None
+    return p
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# ----------------------------------------------------------------------------- participant
+
+
+@participant_bp.get("/healthz")
+def healthz() -> Response:
+    return Response("ok\n", mimetype="text/plain")
+
+
+@participant_bp.get("/")
+def index():
+    ext = None
+    for name in EXTERNAL_ID_PARAMS:
+        if name in request.args:
+            ext = request.args.get(name, "")
+            if not EXTERNAL_ID_RE.match(ext):
+                abort(400, description=f"{name}: use 1-64 letters, digits, '.', '_' or '-'")
+            break
+    st = state()
+    return render_template(
+        "index.html",
+        spec=st.spec,
+        external_id=ext,
+        resume=_load_participant() is not None,
+        n_trials=st.spec.trials_per_participant,
+    )
+
+
+def _pair_counts(s, st: SurveyState) -> dict[int, int]:
+    """Votes per pair from included people, plus open schedules of recently active people."""
+    counts: dict[int, int] = {}
+    voted = s.execute(
+        select(Vote.pair_id, func.count())
+        .join(Participant, Participant.id == Vote.participant_id)
+        .where(Participant.study_id == st.study_id, Participant.excluded.is_(False))
+        .group_by(Vote.pair_id)
+    )
+    for pair_id, n in voted:
+        counts[pair_id] = counts.get(pair_id, 0) + n
+    cutoff = utcnow() - timedelta(seconds=float(current_app.config["ACTIVE_WINDOW_S"]))
+    pending = s.execute(
+        select(Trial.pair_id, func.count())
+        .join(Participant, Participant.id == Trial.participant_id)
+        .where(
+            Participant.study_id == st.study_id,
+            Participant.finished_at.is_(None),
+            Participant.excluded.is_(False),
+            Participant.last_seen_at >= cutoff,
+            Trial.index >= Participant.next_index,
+        )
+        .group_by(Trial.pair_id)
+    )
+    for pair_id, n in pending:
+        counts[pair_id] = counts.get(pair_id, 0) + n
+    return counts
+
+
+def _start_session(pid: int) -> None:
+    token = csrf_token()
+    session.clear()
+    session["csrf"] = token
+    session["p"] = pid
+    session["s"] = state().spec.uid
+    session.permanent = True
+
+
+@participant_bp.post("/start")
+def start():
+    st = state()
+    if request.form.get("consent") != "yes":
+        abort(400, description="please tick the consent box to take part")
+    ext = request.form.get("external_id") or None
+    if ext is not None and not EXTERNAL_ID_RE.match(ext):
+        abort(400, description="external_id: use 1-64 letters, digits, '.', '_' or '-'")
+    if _load_participant() is not None:
+        return redirect(url_for(".trial"), code=303)
+    if not st.start_limiter.allow(("start", request.remote_addr)):
+        abort(429, description="too many new sessions from this address; wait a minute")
+    if ext is not None:
+        with st.db.session_scope() as s:
+            known = s.scalar(
+                select(Participant.id).where(
+                    Participant.study_id == st.study_id, Participant.external_id == ext
+                )
+            )
+        if known is not None:
+            # Crowd-platform ids are unguessable; the same person resumes their schedule.
+            _start_session(known)
+            return redirect(url_for(".trial"), code=303)
+    ua = (request.headers.get("User-Agent") or "")[:300]
+    with st.db.session_scope(write=True) as s:
+        p = Participant(
+            study_id=st.study_id,
+            external_id=ext,
+            n_trials=0,
+            next_index=0,
+            completion_code=secrets.token_hex(5).upper(),
+            user_agent=ua,
+        )
+        s.add(p)
+        s.flush()
+        pairs = s.execute(
+            select(Pair.id, Pair.item_a_id, Pair.item_b_id, Pair.kind).where(
+                Pair.study_id == st.study_id
+            )
+        ).all()
+        compare = [PairRef(i, a, b) for i, a, b, k in pairs if k == "compare"]
+        validation = [PairRef(i, a, b) for i, a, b, k in pairs if k == "validation"]
+        plans = plan_trials(
+            compare,
+            validation,
+            _pair_counts(s, st),
+            n_trials=st.spec.trials_per_participant,
+            n_validation=st.spec.validation,
+            repeat_swapped=st.spec.repeat_swapped,
+            rng=random.Random(f"{st.spec.seed}:{p.id}"),
+        )
+        p.n_trials = len(plans)
+        s.add_all(
+            Trial(
+                participant_id=p.id,
+                index=t.index,
+                pair_id=t.pair_id,
+                left_item_id=t.left_item,
+                right_item_id=t.right_item,
+                kind=t.kind,
+                repeat_of=t.repeat_of,
+            )
+            for t in plans
+        )
+        pid = p.id
+    _start_session(pid)
+    return redirect(url_for(".trial"), code=303)
+
+
+@participant_bp.get("/trial")
+def trial():
+    st = state()
+    p = _load_participant()
+    if p is None:
+        return redirect(url_for(".index"))
+    if p.next_index >= p.n_trials:
+        return redirect(url_for(".done"))
+    with st.db.session_scope() as s:
+        t = s.scalar(select(Trial).where(Trial.participant_id == p.id, Trial.index == p.next_index))
+    if t is None:  # schedule rows are written with the participant; absence is corruption
+        abort(404, description="no such trial")
+    shown = session.get("shown")
+    if not (isinstance(shown, list) and len(shown) == 2 and shown[0] == t.index):
+        session["shown"] = [t.index, _now_ms()]
+    return render_template(
+        "trial.html",
+        spec=st.spec,
+        index=t.index,
+        n_trials=p.n_trials,
+        left=st.items[t.left_item_id] | {"id": t.left_item_id},
+        right=st.items[t.right_item_id] | {"id": t.right_item_id},
+    )
+
+
+def _resubmission(s, pid: int, index: int, choice: str):
+    """An answer for an already answered trial: same choice -> accepted, else 409."""
+    prev = s.scalar(select(Vote.choice).where(Vote.participant_id == pid, Vote.trial_index == index))
+    if prev is None:
+        abort(409, description="this is not your current trial; reload the page")
+    if prev != choice:
+        abort(409, description="this trial was already answered differently; reload the page")
+    return None
+
+
+@participant_bp.post("/trial")
+def answer():
+    st = state()
+    pid = _session_participant_id()
+    if pid is None:
+        abort(400, description="no study session (cookies off or expired); start again at /")
+    index = _int_field("trial", 0, MAX_TRIAL_INDEX, required=True)
+    choice = request.form.get("choice")
+    if choice not in ("left", "right"):
+        abort(400, description="field 'choice' must be 'left' or 'right'")
+    rt_client = _int_field("rt_ms", 0, MAX_RT_MS, required=False)
+    vw = _int_field("vw", 1, MAX_VIEWPORT, required=False)
+    vh = _int_field("vh", 1, MAX_VIEWPORT, required=False)
+    if not st.vote_limiter.allow(("vote", pid)):
+        abort(429, description="answers are coming too fast; wait a moment")
+    shown = session.get("shown")
+    rt_server = None
+    if isinstance(shown, list) and len(shown) == 2 and shown[0] == index:
+        if isinstance(shown[1], int):
+            rt_server = max(0, min(MAX_RT_MS, _now_ms() - shown[1]))
+    now = utcnow()
+    try:
+        with st.db.session_scope(write=True) as s:
+            p = s.get(Participant, pid)
+            if p is None or p.study_id != st.study_id:
+                abort(400, description="unknown participant; start again at /")
+            if index < p.next_index:
+                _resubmission(s, pid, index, choice)
+                finished = p.next_index >= p.n_trials
+            elif index != p.next_index or index >= p.n_trials:
+                abort(409, description="this is not your current trial; reload the page")
+            else:
+                t = s.scalar(select(Trial).where(Trial.participant_id == pid, Trial.index == index))
+                if t is None:
+                    abort(409, description="this is not your current trial; reload the page")
+                chosen = t.left_item_id if choice == "left" else t.right_item_id
+                correct = None
+                if t.kind == "validation":
+                    correct_item = s.scalar(select(Pair.correct_item_id).where(Pair.id == t.pair_id))
+                    correct = chosen == correct_item
+                s.add(
+                    Vote(
+                        participant_id=pid,
+                        trial_index=index,
+                        trial_id=t.id,
+                        pair_id=t.pair_id,
+                        left_item_id=t.left_item_id,
+                        right_item_id=t.right_item_id,
+                        choice=choice,
+                        chosen_item_id=chosen,
+                        correct=correct,
+                        rt_ms_client=rt_client,
+                        rt_ms_server=rt_server,
+                        viewport_w=vw,
+                        viewport_h=vh,
+                        created_at=now,
+                    )
+                )
+                p.next_index = index + 1
+                p.last_seen_at = now
+                if correct is False and not p.excluded:
+                    p.excluded = True
+                    p.exclusion_reason = f"failed validation trial {index + 1}"
+                finished = p.next_index >= p.n_trials
+                if finished:
+                    p.finished_at = now
+    except IntegrityError:
+        # A concurrent identical request won the unique constraint (possible on databases
+        # without BEGIN IMMEDIATE, e.g. PostgreSQL); judge this one as a resubmission.
+        with st.db.session_scope() as s:
+            _resubmission(s, pid, index, choice)
+            p = s.get(Participant, pid)
+            finished = p is not None and p.next_index >= p.n_trials
+    session.pop("shown", None)
+    return redirect(url_for(".done" if finished else ".trial"), code=303)
+
+
+@participant_bp.get("/done")
+def done():
+    st = state()
+    p = _load_participant()
+    if p is None:
+        return redirect(url_for(".index"))
+    if p.next_index < p.n_trials:
+        return redirect(url_for(".trial"))
+    url = current_app.config.get("COMPLETION_URL") or st.spec.completion_url
+    if url:
+        url = url.replace("{code}", p.completion_code)
+    return render_template("done.html", spec=st.spec, code=p.completion_code, redirect_url=url)
+
+
+@participant_bp.get("/image/<int:item_id>")
+def image(item_id: int):
+    item = state().items.get(item_id)
+    if item is None:
+        abort(404, description="no such image")
+    resp = send_file(item["path"], mimetype="image/png", max_age=86400, conditional=True)
+    return resp
+
+
+# ----------------------------------------------------------------------------- admin
+
+
+def live_ranking(votes: pd.DataFrame) -> tuple[list[dict], str]:
+    """Per-method wins, win rate and, when ``survey_app.analysis`` is importable, the
+    Bradley–Terry log-strength (point fit only; the admin page must stay fast).
+
+    Only included (not excluded), non-validation answers count.
+    """
+    if len(votes) == 0:
+        return [], "no answers yet"
+    v = votes[~votes["excluded"] & ~votes["is_validation"]]
+    if len(v) == 0:
+        return [], "no included answers yet"
+    stats: dict[str, list[int]] = {}
+    for lm, rm, choice in zip(v["left_method"], v["right_method"], v["choice"], strict=True):
+        win, lose = (lm, rm) if choice == "left" else (rm, lm)
+        stats.setdefault(win, [0, 0])[0] += 1
+        stats.setdefault(win, [0, 0])[1] += 1
+        stats.setdefault(lose, [0, 0])[1] += 1
+    scores: dict[str, float] = {}
+    kind = "win rate (survey_app.analysis not available)"
+    try:
+        from . import analysis
+
+        tidy = analysis.tidy_votes(v[["participant", "left", "right", "choice"]])
+        names = sorted(set(tidy["left_unit"]) | set(tidy["right_unit"]))
+        pdata = analysis.pair_data(tidy, names)
+        wins = analysis.win_matrix(len(names), pdata.data, pdata.weights)
+        scores = dict(zip(names, map(float, analysis.fit_bt_counts(wins)), strict=True))
+        kind = "Bradley–Terry log-strength (point fit, no intervals; use `hrbench survey fit`)"
+    except ImportError:
+        pass
+    except Exception:  # the admin page must not fail because of the analysis module
+        log.exception("Bradley–Terry fit failed; showing win rates only")
+        kind = "win rate (Bradley–Terry fit failed; see the server log)"
+    rows = [
+        {"method": m, "wins": w, "votes": n, "win_rate": w / n if n else 0.0,
+         "score": scores.get(m)}
+        for m, (w, n) in stats.items()
+    ]
+    rows.sort(key=lambda r: (-(r["score"] if r["score"] is not None else r["win_rate"]),
+                             r["method"]))
+    return rows, kind
+
+
+
+def _admin_marker(token: str) -> str:
+    # The session stores a digest, not the token, and a new token logs everybody out.
+    return hashlib.sha256(b"hrbench-admin:" + token.encode()).hexdigest()[:32]
+
+
+def admin_authorised() -> bool:
+    token = state().admin_token
+    if not token:
+        return False
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer " and constant_time_equal(auth[7:].strip(), token):
+        return True
+    return constant_time_equal(session.get("admin") if isinstance(session.get("admin"), str)
+                               else None, _admin_marker(token))
+
+
+def _unauthorised(message: str = "admin token required"):
+    body = render_template("admin_login.html", message=message)
+    return Response(body, status=401, headers={"WWW-Authenticate": 'Bearer realm="hrbench"'})
+
+
+def _require_admin():
+    if request.endpoint in ("admin.login", "admin.login_post"):
+        return None
+    if not admin_authorised():
+        return _unauthorised()
+    return None
+
+
+admin_bp.before_request(_require_admin)
+export_bp.before_request(_require_admin)
+
+
+@admin_bp.get("/login")
+def login():
+    return _unauthorised("enter the admin token")
+
+
+@admin_bp.post("/login")
+def login_post():
+    st = state()
+    if not st.login_limiter.allow(("login", request.remote_addr)):
+        abort(429, description="too many attempts; wait a minute")
+    token = request.form.get("token", "")
+    if st.admin_token and constant_time_equal(token.strip(), st.admin_token):
+        session["admin"] = _admin_marker(st.admin_token)
+        return redirect(url_for(".dashboard"), code=303)
+    return _unauthorised("wrong token")
+
+
+@admin_bp.post("/logout")
+def logout():
+    session.pop("admin", None)
+    return redirect(url_for(".login"), code=303)
+
+
+@admin_bp.get("/")
+def dashboard():
+    from .export import export_votes
+
+    st = state()
+    with st.db.session_scope() as s:
+        people = s.execute(
+            select(
+                func.count(),
+                func.count(Participant.finished_at),
+                func.sum(case((Participant.excluded.is_(True), 1), else_=0)),
+            ).where(Participant.study_id == st.study_id)
+        ).one()
+        excluded = s.execute(
+            select(Participant.id, Participant.external_id, Participant.exclusion_reason,
+                   Participant.created_at)
+            .where(Participant.study_id == st.study_id, Participant.excluded.is_(True))
+            .order_by(Participant.id)
+        ).all()
+        per_pair = s.execute(
+            select(Pair.id, Pair.kind, Pair.item_a_id, Pair.item_b_id, func.count(Vote.id))
+            .outerjoin(Vote, and_(Vote.pair_id == Pair.id))
+            .where(Pair.study_id == st.study_id)
+            .group_by(Pair.id)
+            .order_by(func.count(Vote.id), Pair.id)
+        ).all()
+    votes = export_votes(st.db, study_uid=st.spec.uid)
+    ranking, ranking_kind = live_ranking(votes)
+    pairs = [
+        {
+            "id": pid,
+            "kind": kind,
+            "image": st.items[a]["image"],
+            "a": st.items[a]["method"],
+            "b": st.items[b]["method"],
+            "votes": n,
+        }
+        for pid, kind, a, b, n in per_pair
+    ]
+    return render_template(
+        "admin.html",
+        spec=st.spec,
+        n_people=people[0],
+        n_finished=people[1],
+        n_excluded=people[2] or 0,
+        n_votes=len(votes),
+        n_validation=int(votes["is_validation"].sum()) if len(votes) else 0,
+        excluded=excluded,
+        pairs=pairs,
+        ranking=ranking,
+        ranking_kind=ranking_kind,
+    )
+
+
+@export_bp.get("/votes.csv")
+def votes_csv():
+    from .export import export_votes
+
+    st = state()
+    df = export_votes(st.db, study_uid=st.spec.uid)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return Response(
+        buf.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="votes-{st.spec.uid}.csv"'},
+    )
+
+
+# ----------------------------------------------------------------------------- app wiring
+
+
+def _error_page(exc: HTTPException):
+    if exc.code == 401:
+        return _unauthorised()
+    body = render_template("error.html", code=exc.code, name=exc.name,
+                           description=exc.description)
+    return Response(body, status=exc.code)
+
+
+def _before_request():
+    if request.method == "POST":
+        check_csrf()
+
+
+def _after_request(resp: Response) -> Response:
+    for k, v in SECURITY_HEADERS.items():
+        resp.headers.setdefault(k, v)
+    if resp.mimetype == "text/html" or resp.mimetype == "text/csv":
+        resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(participant_bp)
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(export_bp)
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    app.register_error_handler(HTTPException, _error_page)
+    app.jinja_env.globals["csrf_token"] = csrf_token
