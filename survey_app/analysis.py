@@ -310,7 +310,9 @@ def tidy_votes(df: pd.DataFrame, where: str = "votes", level: str = "method",
     """Validate a vote table and add the analysis columns.
 
     Input columns: ``participant, left, right, choice`` (required); ``excluded``,
-    ``is_validation``, ``trial``, ``rt_ms`` (optional). ``choice`` is ``left``/``right``, the
+    ``is_validation``, ``trial``, ``rt_ms`` (optional). Without ``excluded`` but with a
+    ``correct`` column (true/false on validation rows), anyone with a wrong validation answer
+    is excluded. ``choice`` is ``left``/``right``, the
     chosen item's name, or a tie word (see ``TIE_WORDS``). Added columns: ``outcome``
     (``left``/``right``/``tie``), ``excluded`` and ``is_validation`` (bool),
     ``left_unit``/``right_unit`` (method or item per ``level``). Raises ``UserError`` naming
@@ -362,6 +364,11 @@ def tidy_votes(df: pd.DataFrame, where: str = "votes", level: str = "method",
             _bool_column(out[col], col, where) if col in out.columns
             else np.zeros(len(out), dtype=bool)
         )
+    if "excluded" not in df.columns and "correct" in df.columns:
+        # No exclusion flags but graded validation answers: exclude anyone who failed one.
+        graded = out["is_validation"] & out["correct"].notna() & (out["correct"] != "")
+        wrong = graded & ~_bool_column(out["correct"].where(graded, "true"), "correct", where)
+        out["excluded"] = out["participant"].isin(set(out.loc[wrong, "participant"]))
     out["left_unit"] = [unit_of(s, level, item_sep) for s in out["left"]]
     out["right_unit"] = [unit_of(s, level, item_sep) for s in out["right"]]
     return out
@@ -374,17 +381,23 @@ def read_votes(source: str | Path) -> pd.DataFrame:
         raise UserError(f"{path}: not found; give a votes CSV or a study folder")
     if path.is_dir():
         csv = path / "votes.csv"
-        if csv.is_file():
-            path = csv
-        else:
+        if (path / "study.json").is_file():
             try:
-                from survey_app.export import export_votes  # issue 6's exporter
-            except ImportError as exc:
-                raise UserError(
-                    f"{path}: no votes.csv in this study folder and the site's exporter is not "
-                    "available; run `hrbench survey export STUDY --out votes.csv` and fit that"
-                ) from exc
-            return export_votes(path)
+                from survey_app.export import export_votes  # the site's exporter (issue 6)
+            except ImportError:
+                export_votes = None
+            if export_votes is not None:
+                try:
+                    return export_votes(path)
+                except UserError:
+                    if not csv.is_file():
+                        raise
+        if not csv.is_file():
+            raise UserError(
+                f"{path}: no study.json with a votes database and no votes.csv in this folder; "
+                "give a votes CSV (e.g. from `hrbench survey export STUDY --out votes.csv`)"
+            )
+        path = csv
     try:
         return pd.read_csv(path, dtype={"participant": str, "left": str, "right": str,
                                         "choice": str}, keep_default_na=False,

@@ -178,23 +178,31 @@ def write_fit_outputs(res: analysis.StudyAnalysis, out: Path, source: str) -> li
 # --------------------------------------------------------------------------------------
 
 
-def _study_resolution(source: Path) -> int | None:
-    """The study's resolution from ``STUDY/study.json`` when the site wrote one."""
+def _study_config(source: Path) -> dict:
+    """The site's study settings (``STUDY/study.json`` → ``config``), or {} for a CSV."""
     meta = source / "study.json" if source.is_dir() else None
     if meta is None or not meta.is_file():
-        return None
+        return {}
     try:
-        value = json.loads(meta.read_text(encoding="utf-8")).get("resolution")
+        cfg = json.loads(meta.read_text(encoding="utf-8")).get("config", {})
     except (json.JSONDecodeError, OSError, AttributeError):
-        return None
-    return int(value) if isinstance(value, int | float | str) and str(value).isdigit() else None
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
     source = Path(args.source)
     votes = analysis.read_votes(source)
-    metrics = analysis.read_metrics(args.metrics) if args.metrics else None
-    resolution = args.resolution if args.resolution is not None else _study_resolution(source)
+    cfg = _study_config(source)
+    metrics_src = args.metrics
+    run = cfg.get("run")
+    if metrics_src is None and isinstance(run, str) and (Path(run) / "metrics.csv").is_file():
+        metrics_src = run  # the benchmark run the study was created from
+        log.info("comparing with the metrics of %s", run)
+    metrics = analysis.read_metrics(metrics_src) if metrics_src else None
+    resolution = args.resolution
+    if resolution is None and isinstance(cfg.get("resolution"), int):
+        resolution = cfg["resolution"]
     res = analysis.analyse_votes(
         votes, level=args.level, item_sep=args.item_sep, reps=args.reps, seed=args.seed,
         alpha=args.alpha, include_excluded=args.include_excluded, metrics=metrics,
