@@ -145,7 +145,12 @@ def _pair_counts(s, st: SurveyState) -> dict[int, int]:
     voted = s.execute(
         select(Vote.pair_id, func.count())
         .join(Participant, Participant.id == Vote.participant_id)
-        .where(Participant.study_id == st.study_id, Participant.excluded.is_(False))
+        .join(Trial, Trial.id == Vote.trial_id)
+        .where(
+            Participant.study_id == st.study_id,
+            Participant.excluded.is_(False),
+            Trial.kind != "repeat",  # a person's second look adds no independent vote
+        )
         .group_by(Vote.pair_id)
     )
     for pair_id, n in voted:
@@ -160,6 +165,7 @@ def _pair_counts(s, st: SurveyState) -> dict[int, int]:
             Participant.excluded.is_(False),
             Participant.last_seen_at >= cutoff,
             Trial.index >= Participant.next_index,
+            Trial.kind != "repeat",
         )
         .group_by(Trial.pair_id)
     )

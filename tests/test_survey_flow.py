@@ -1,0 +1,300 @@
+"""The participant flow, exclusion, idempotence, admin and export, through Flask's test client."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pandas as pd
+import pytest
+
+from bench.cli import main as cli_main
+from bench.errors import UserError
+from survey_app import create_app
+from survey_app.export import COLUMNS, export_votes
+from survey_app.study import create_study
+from survey_app.testing import make_fake_run
+
+TOKEN = "admin-token-for-tests-0123456789"
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("survey_flow")
+    run = make_fake_run(root / "run")
+    create_study(run, root / "study", resolution=128, trials_per_participant=8, validation=2,
+                 repeat_swapped=True, completion_url="https://example.org/done?c={code}",
+                 progress=False)
+    return root / "study"
+
+
+@pytest.fixture()
+def app(study_dir, tmp_path):
+    return create_app({
+        "STUDY_DIR": str(study_dir),
+        "SECRET_KEY": "k" * 40,
+        "ADMIN_TOKEN": TOKEN,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'votes.db'}",
+    })
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def _start(client, pid: str | None = None) -> str:
+    page = client.get("/" + (f"?pid={pid}" if pid else ""))
+    assert page.status_code == 200
+    token = _csrf(page.text)
+    form = {"csrf_token": token, "consent": "yes"}
+    if pid:
+        form["external_id"] = pid
+    r = client.post("/start", data=form)
+    assert r.status_code == 303 and r.headers["Location"].endswith("/trial")
+    return token
+
+
+def _current(client) -> tuple[int, int, str, str] | None:
+    """(index, n, left item id, right item id) of the current trial page, None when done."""
+    r = client.get("/trial")
+    if r.status_code == 302:
+        assert r.headers["Location"].endswith("/done")
+        return None
+    assert r.status_code == 200
+    idx = int(re.search(r'name="trial" value="(\d+)"', r.text).group(1))
+    shown, n = re.search(r'id="progress">(\d+) of (\d+)<', r.text).groups()
+    assert int(shown) == idx + 1
+    left, right = re.findall(r'src="/image/(\d+)"', r.text)
+    return idx, int(n), left, right
+
+
+def _item_kinds(app) -> dict[str, str]:
+    return {str(k): v["kind"] for k, v in app.extensions["survey"].items.items()}
+
+
+def _answer_all(app, client, token: str, honest: bool) -> list[int]:
+    """Answer every trial; in validation trials pick the reference (honest) or the broken one."""
+    kinds = _item_kinds(app)
+    seen = []
+    while (cur := _current(client)) is not None:
+        idx, n, left, right = cur
+        seen.append(idx)
+        choice = "left"
+        if {kinds[left], kinds[right]} == {"reference", "broken"}:
+            good = "left" if kinds[left] == "reference" else "right"
+            choice = good if honest else ("right" if good == "left" else "left")
+        r = client.post("/trial", data={"csrf_token": token, "trial": idx, "choice": choice,
+                                        "rt_ms": 1234, "vw": 1280, "vh": 720})
+        assert r.status_code == 303
+        assert len(seen) <= n
+    return seen
+
+
+def test_full_session_honest_participant(app):
+    client = app.test_client()
+    token = _start(client, pid="worker_1")
+    seen = _answer_all(app, client, token, honest=True)
+    assert seen == list(range(8))
+    done = client.get("/done")
+    assert done.status_code == 200
+    code = re.search(r'id="completion-code">([^<]+)<', done.text).group(1)
+    assert re.fullmatch(r"[0-9A-F]{10}", code)
+    assert f"https://example.org/done?c={code}" in done.text
+    df = export_votes(app.extensions["survey"].db, study_uid=app.extensions["survey"].spec.uid)
+    assert list(df.columns) == COLUMNS
+    assert len(df) == 8 and df["trial"].tolist() == list(range(8))
+    assert not df["excluded"].any()
+    assert df["is_validation"].sum() == 2 and df.loc[df["is_validation"], "correct"].all()
+    assert (df["kind"] == "repeat").sum() == 1
+    rep = df[df["kind"] == "repeat"].iloc[0]
+    orig = df[df["trial"] == rep["repeat_of"]].iloc[0]
+    assert (rep["left"], rep["right"]) == (orig["right"], orig["left"])
+    assert (df["rt_ms"] == 1234).all() and (df["viewport"] == "1280x720").all()
+    assert (df["external_id"] == "worker_1").all()
+    assert df["rt_ms_server"].notna().all()
+    # Left/right item names are "method/image" and match the item ids.
+    assert all(lm == lft.split("/")[0] for lm, lft in zip(df["left_method"], df["left"],
+                                                           strict=True))
+
+
+def test_failed_validation_excludes_but_keeps_votes(app):
+    client = app.test_client()
+    token = _start(client)
+    seen = _answer_all(app, client, token, honest=False)
+    assert len(seen) == 8
+    assert client.get("/done").status_code == 200  # still gets a completion code
+    df = export_votes(app.extensions["survey"].db)
+    assert len(df) == 8 and df["excluded"].all()
+    assert df["exclusion_reason"].str.startswith("failed validation").all()
+    assert (~df.loc[df["is_validation"], "correct"]).all()
+
+
+def test_resubmission_is_idempotent_and_other_trials_are_refused(app):
+    client = app.test_client()
+    token = _start(client)
+    idx, _, _, _ = _current(client)
+    assert idx == 0
+    form = {"csrf_token": token, "trial": 0, "choice": "right"}
+    assert client.post("/trial", data=form).status_code == 303
+    assert client.post("/trial", data=form).status_code == 303  # same answer again: accepted
+    assert client.post("/trial", data=form | {"choice": "left"}).status_code == 409
+    assert client.post("/trial", data=form | {"trial": 5}).status_code == 409  # future trial
+    assert client.post("/trial", data=form | {"trial": 999}).status_code == 409
+    df = export_votes(app.extensions["survey"].db)
+    assert len(df) == 1 and df["choice"].iloc[0] == "right"
+    assert df["rt_ms_client"].isna().all() and df["viewport"].isna().all()  # no-JS answer
+    assert df["rt_ms"].notna().all()  # falls back to the server-side measurement
+
+
+def test_bad_input_is_400_not_500(app):
+    client = app.test_client()
+    token = _start(client)
+    for form in (
+        {"trial": "0", "choice": "up"},
+        {"trial": "zero", "choice": "left"},
+        {"trial": "-1", "choice": "left"},
+        {"trial": "0"},
+        {"trial": "0", "choice": "left", "rt_ms": "fast"},
+        {"trial": "0", "choice": "left", "vw": "0"},
+        {"trial": "1" * 40, "choice": "left"},
+    ):
+        r = client.post("/trial", data={"csrf_token": token, **form})
+        assert r.status_code == 400, form
+    assert client.get("/?pid=../../etc").status_code == 400
+    assert client.post("/start", data={"csrf_token": token}).status_code in (303, 400)
+
+
+def test_csrf_required_on_every_post(app):
+    client = app.test_client()
+    _start(client)
+    assert client.post("/trial", data={"trial": 0, "choice": "left"}).status_code == 400
+    assert client.post("/trial", data={"csrf_token": "x" * 43, "trial": 0,
+                                       "choice": "left"}).status_code == 400
+    fresh = app.test_client()
+    assert fresh.post("/start", data={"consent": "yes"}).status_code == 400
+    assert fresh.post("/admin/login", data={"token": TOKEN}).status_code == 400
+
+
+def test_no_session_redirects_and_rejects(app):
+    client = app.test_client()
+    assert client.get("/trial").status_code == 302
+    assert client.get("/done").status_code == 302
+    page = client.get("/")
+    r = client.post("/trial", data={"csrf_token": _csrf(page.text), "trial": 0, "choice": "left"})
+    assert r.status_code == 400
+
+
+def test_external_id_resumes_the_same_schedule(app):
+    a = app.test_client()
+    token = _start(a, pid="prolific_42")
+    idx, *_ = _current(a)
+    assert a.post("/trial", data={"csrf_token": token, "trial": idx,
+                                  "choice": "left"}).status_code == 303
+    b = app.test_client()  # the same person in another browser
+    _start(b, pid="prolific_42")
+    assert _current(b)[0] == 1
+
+
+def test_admin_requires_token(app):
+    client = app.test_client()
+    assert client.get("/admin/").status_code == 401
+    assert client.get("/admin/export/votes.csv").status_code == 401
+    bad = client.get("/admin/", headers={"Authorization": "Bearer wrong"})
+    assert bad.status_code == 401 and "Bearer" in bad.headers["WWW-Authenticate"]
+    ok = client.get("/admin/", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and "Ranking" in ok.text
+    # Login form sets a session flag.
+    page = client.get("/admin/login")
+    assert page.status_code == 401
+    r = client.post("/admin/login", data={"csrf_token": _csrf(page.text), "token": "nope"})
+    assert r.status_code == 401
+    r = client.post("/admin/login", data={"csrf_token": _csrf(page.text), "token": TOKEN})
+    assert r.status_code == 303
+    assert client.get("/admin/").status_code == 200
+
+
+def test_admin_ranking_and_csv_download(app):
+    client = app.test_client()
+    token = _start(client)
+    _answer_all(app, client, token, honest=True)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    page = client.get("/admin/", headers=auth).text
+    assert re.search(r"participants started</th><td>1<", page)
+    for method in ("good", "blurry", "flat"):
+        assert f"<td>{method}</td>" in page
+    csv = client.get("/admin/export/votes.csv", headers=auth)
+    assert csv.status_code == 200 and csv.mimetype == "text/csv"
+    df = pd.read_csv(io.StringIO(csv.text))
+    assert list(df.columns) == COLUMNS and len(df) == 8
+
+
+def test_security_headers_and_cookie_flags(app):
+    client = app.test_client()
+    r = client.get("/")
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Referrer-Policy"] == "no-referrer"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_images_by_id_only(app):
+    client = app.test_client()
+    item_id = next(iter(app.extensions["survey"].items))
+    r = client.get(f"/image/{item_id}")
+    assert r.status_code == 200 and r.mimetype == "image/png" and r.data[:4] == b"\x89PNG"
+    for path in ("/image/999999", "/image/-1", "/image/0000.png", "/image/../study.json",
+                 "/images/0000.png", "/static/../study.json", "/static/%2e%2e/study.json"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_vote_rate_limit(study_dir, tmp_path):
+    app = create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
+                      "DATABASE_URL": f"sqlite:///{tmp_path / 'rl.db'}", "VOTE_RATE": (3, 0.01)})
+    client = app.test_client()
+    token = _start(client)
+    codes = [client.post("/trial", data={"csrf_token": token, "trial": i,
+                                         "choice": "left"}).status_code for i in range(5)]
+    assert codes[:3] == [303, 303, 303] and codes[3:] == [429, 429]
+
+
+def test_missing_secret_is_a_user_error(study_dir, monkeypatch):
+    monkeypatch.delenv("HRBENCH_SECRET_KEY", raising=False)
+    if (study_dir / "instance" / "secret_key").exists():
+        pytest.skip("a secret file exists in the shared study folder")
+    with pytest.raises(UserError, match="secret"):
+        create_app({"STUDY_DIR": str(study_dir)})
+
+
+def test_balanced_assignment_over_participants(app):
+    """With everybody answering, pair vote counts stay within one of each other."""
+    for _ in range(6):
+        client = app.test_client()
+        token = _start(client)
+        _answer_all(app, client, token, honest=True)
+    df = export_votes(app.extensions["survey"].db)
+    cmp = df[df["kind"] == "compare"]
+    counts = cmp.groupby("pair").size()
+    assert len(counts) == 9  # 3 images x 3 method pairs, all used
+    assert counts.max() - counts.min() <= 1
+    assert not df.groupby(["participant", "pair", "kind"]).size().gt(1).any()
+
+
+def test_cli_create_serve_args_and_export(tmp_path, monkeypatch):
+    run = make_fake_run(tmp_path / "run", methods=("good", "flat"), images=("alpha", "beta"))
+    study = tmp_path / "study"
+    rc = cli_main(["survey", "create", "--run", str(run), "--resolution", "128",
+                   "--methods", "good,flat", "--trials-per-participant", "3", "--validation",
+                   "1", "--display", "crop", "--crop-size", "64", "--out", str(study)])
+    assert rc == 0 and (study / "study.json").is_file()
+    assert cli_main(["survey", "create", "--run", str(run), "--resolution", "128",
+                     "--out", str(study)]) == 2  # exists
+    assert cli_main(["survey", "export", str(study), "--out", str(tmp_path / "v.csv")]) == 2
+    app = create_app({"STUDY_DIR": str(study), "SECRET_KEY": "s" * 40})
+    client = app.test_client()
+    token = _start(client)
+    _answer_all(app, client, token, honest=True)
+    assert cli_main(["survey", "export", str(study), "--out", str(tmp_path / "v.csv")]) == 0
+    df = pd.read_csv(tmp_path / "v.csv")
+    assert len(df) == 3 and set(df.columns) == set(COLUMNS)
