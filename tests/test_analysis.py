@@ -439,3 +439,49 @@ def test_graded_validation_answers_exclude_people_when_no_flag_is_given():
     tidy = A.tidy_votes(votes)
     assert tidy.groupby("participant")["excluded"].first().to_dict() == {"p1": True, "p2": False}
     assert A.tidy_votes(votes.assign(excluded=False))["excluded"].sum() == 0
+
+
+def test_fit_a_study_collected_by_the_site(tmp_path):
+    """Votes cast through the Flask site, read back from STUDY by `fit` (issue 6's exporter)."""
+    import re
+
+    site = pytest.importorskip("survey_app.study", reason="the voting site (issue 6) is absent")
+    from survey_app import create_app
+    from survey_app.db import default_db_url
+    from survey_app.testing import make_fake_run
+
+    run = make_fake_run(tmp_path / "run")
+    study = tmp_path / "study"
+    site.create_study(run, study, resolution=128, trials_per_participant=8, validation=2,
+                      repeat_swapped=True, progress=False)
+    app = create_app({"STUDY_DIR": str(study), "SECRET_KEY": "k" * 40,
+                      "ADMIN_TOKEN": "t" * 32, "DATABASE_URL": default_db_url(study)})
+    items = app.extensions["survey"].items
+    quality = {"good": 2.0, "blurry": 0.0, "flat": -2.0}
+    rng = np.random.default_rng(0)
+    n_people, cheaters = 12, {0, 1}
+    for person in range(n_people):
+        client = app.test_client()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)
+        assert client.post("/start", data={"csrf_token": token, "consent": "yes"}).status_code \
+            == 303
+        while (page := client.get("/trial")).status_code == 200:
+            idx = int(re.search(r'name="trial" value="(\d+)"', page.text).group(1))
+            left, right = (items[int(i)] for i in re.findall(r'src="/image/(\d+)"', page.text))
+            if {left["kind"], right["kind"]} == {"reference", "broken"}:
+                good_left = left["kind"] == "reference"
+                pick_left = good_left != (person in cheaters)  # cheaters fail validation
+            else:
+                d = quality[left["method"]] - quality[right["method"]]
+                pick_left = rng.random() < 1 / (1 + np.exp(-d))
+            r = client.post("/trial", data={"csrf_token": token, "trial": idx,
+                                            "choice": "left" if pick_left else "right"})
+            assert r.status_code == 303
+    out = tmp_path / "fit"
+    assert _run_cli(["fit", str(study), "--out", str(out), "--reps", "200"]) == 0
+    table = pd.read_csv(out / "ranking.csv")
+    assert list(table["method"]) == ["good", "blurry", "flat"]
+    assert (out / "ranking.png").stat().st_size > 0 and (out / "ranking.pdf").stat().st_size > 0
+    report = (out / "report.txt").read_text()
+    assert f"participants: {n_people} (2 excluded, {n_people - 2} in the fit)" in report
+    assert "repeated pairs:" in report and "none in the data" not in report
