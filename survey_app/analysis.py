@@ -221,17 +221,19 @@ def bootstrap_bt(
     if n_people == 0:
         raise UserError("votes: no votes left to bootstrap; check the exclusions and filters")
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n_people, np.full(n_people, 1.0 / n_people), size=reps)
     counts_t = counts.T.tocsr()
     out = np.empty((reps, n_items))
-    chunk = max(1, min(reps, 2_000_000 // (n_items * n_items)))
+    # Chunks bound memory (R x K x K Newton systems, R x P weights); the chunk size depends
+    # only on the sizes, so a seed always gives the same replicates.
+    chunk = max(1, min(reps, 2_000_000 // (n_items * n_items), 20_000_000 // n_people))
     starts = range(0, reps, chunk)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="bootstrap", unit="chunk", leave=False)
     for s in starts:
-        m = draws[s : s + chunk].astype(np.float64)
+        m = rng.multinomial(n_people, np.full(n_people, 1.0 / n_people),
+                            size=min(chunk, reps - s)).astype(np.float64)
         rep_counts = np.asarray((counts_t @ m.T).T)
         wins = np.zeros((len(m), n_items * n_items))
         wins[:, cells] = rep_counts
