@@ -85,6 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     log.info("admin page: http://%s:%d/admin/ (token in %s%s)", args.host, args.port,
              instance / ADMIN_FILE, ", just created" if made else "")
+    # Waitress warns on every queued request; with more clients than threads that is normal.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     try:
         waitress.serve(
             app,
