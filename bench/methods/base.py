@@ -154,11 +154,14 @@ def register(name: str, *, family: bool = False, default: bool = False) -> Calla
     """Class decorator: register an :class:`Inpainter` subclass under ``name``."""
 
     def deco(cls: type[Inpainter]) -> type[Inpainter]:
-        if name in _REGISTRY and _REGISTRY[name].factory is not cls:
-            raise ValueError(f"method name {name!r} registered twice")
+        # A family is stored under "name:" so that an exact name may share its head
+        # (``two-stage`` and ``two-stage:<base>``).
+        key = f"{name}:" if family else name
+        if key in _REGISTRY and _REGISTRY[key].factory is not cls:
+            raise ValueError(f"method name {key!r} registered twice")
         if not family:
             cls.name = name
-        _REGISTRY[name] = _Entry(cls, family, (cls.description or cls.__doc__ or "").strip(), default)
+        _REGISTRY[key] = _Entry(cls, family, (cls.description or cls.__doc__ or "").strip(), default)
         return cls
 
     return deco
@@ -182,10 +185,10 @@ def _resolve(name: str) -> tuple[_Entry, str | None]:
     if name in _REGISTRY and not _REGISTRY[name].family:
         return _REGISTRY[name], None
     head, sep, arg = name.partition(":")
-    if sep and head in _REGISTRY and _REGISTRY[head].family:
+    if sep and f"{head}:" in _REGISTRY:
         if not arg:
             raise UserError(f"method {name!r}: '{head}:' needs an argument after the colon")
-        return _REGISTRY[head], arg
+        return _REGISTRY[f"{head}:"], arg
     known = ", ".join(available_names())
     raise UserError(f"unknown method {name!r}; known methods: {known}")
 
@@ -193,7 +196,7 @@ def _resolve(name: str) -> tuple[_Entry, str | None]:
 def available_names() -> list[str]:
     """Registered names; families are shown as ``name:<arg>``."""
     _load_builtins()
-    return sorted(f"{n}:<arg>" if e.family else n for n, e in _REGISTRY.items())
+    return sorted(f"{n}<arg>" if e.family else n for n, e in _REGISTRY.items())
 
 
 def default_methods() -> list[str]:
@@ -224,7 +227,7 @@ def describe() -> list[dict]:
     """One dict per registered method: name, summary, family flag, in default run."""
     _load_builtins()
     return [
-        {"name": n + (":<arg>" if e.family else ""), "summary": e.summary.splitlines()[0] if e.summary else "",
+        {"name": n + ("<arg>" if e.family else ""), "summary": e.summary.splitlines()[0] if e.summary else "",
          "default": e.default}
         for n, e in sorted(_REGISTRY.items())
     ]

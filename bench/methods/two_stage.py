@@ -27,8 +27,16 @@ tensor. H and W are multiples of 256.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+from typing import ClassVar
+
 import cv2
 import numpy as np
+
+from . import weights
+from .base import Inpainter, MethodContext, create, register
+from .base import unavailable_reason as method_unavailable_reason
 
 COARSE_SIZE = 512  # the coarse network's working size (pixels, square)
 PAD_MULTIPLE = 256  # both networks see sides divisible by this
@@ -156,29 +164,61 @@ def _shift_slices(direction: int, s: int, h: int, w: int):
 
 
 # -- stage 1: coarse fill at 512 ---------------------------------------------------------------
-def dfnet_coarse(net, image: np.ndarray, hole: np.ndarray, device: str = "cpu") -> np.ndarray:
+def dfnet_coarse(net, image: np.ndarray, hole: np.ndarray, device: str = "cpu",
+                 native_conv: bool = True) -> np.ndarray:
     """The published coarse stage: uint8 RGB [new_h, new_w, 3] (see :func:`fit_geometry`).
 
     ``net``: a DFNet-like module, ``net(masked_bgr, known)`` returning a list whose first
     item is float[1, 3, 512, 512] BGR in [0, 1]. ``image``: uint8[H, W, 3] RGB (padded,
     hole zeroed); ``hole``: bool[H, W]. The float steps follow the published code's order
     (float32 ``/255``, ``1 - mask``, composite, ``×255``, truncation) so the result matches
-    its output bit for bit when the convolutions do.
+    its output bit for bit when the convolutions do. ``native_conv`` runs the CPU
+    convolutions with PyTorch's own (im2col + GEMM) kernels instead of oneDNN: that is
+    what reproduces the reference ``coarse512.png`` exactly (oneDNN flips 1–2 truncations
+    per image); it costs little at 512 px.
     """
-    import torch
-
     new_h, new_w, top, left = fit_geometry(*hole.shape)
     canvas = np.zeros((COARSE_SIZE, COARSE_SIZE, 4), dtype=np.uint8)
     canvas[top : top + new_h, left : left + new_w, :3] = resize_to_fit(image[..., ::-1])  # BGR
     canvas[top : top + new_h, left : left + new_w, 3] = resize_to_fit(hole.view(np.uint8)) * 255
+    with _conv_backend(native_conv and device == "cpu"):
+        out = _dfnet_canvas(net, canvas, device)
+    return np.ascontiguousarray(out[top : top + new_h, left : left + new_w, ::-1])  # BGR->RGB
+
+
+def dfnet_full(net, image: np.ndarray, hole: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """DFNet at the image's own (padded) size, no resizing: uint8 RGB [H, W, 3]."""
+    canvas = np.concatenate([image[..., ::-1], hole.view(np.uint8)[..., None] * 255], axis=2)
+    return np.ascontiguousarray(_dfnet_canvas(net, canvas, device)[..., ::-1])
+
+
+def _dfnet_canvas(net, canvas: np.ndarray, device: str) -> np.ndarray:
+    """DFNet on uint8[H, W, 4] (BGR + mask 255 = hole) → composited uint8 BGR [H, W, 3]."""
+    import torch
+
     with torch.inference_mode():
         t = torch.from_numpy(canvas).to(device).permute(2, 0, 1).unsqueeze(0).float().div(255)
         img, known = t[:, :3], 1 - t[:, 3:]
         pred = net(img * known, known)[0]
         comp = img * known + pred * (1 - known)
         u8 = comp.mul(255).to(torch.uint8)  # truncation toward zero, as ``.byte()``
-        out = u8[0, :, top : top + new_h, left : left + new_w].permute(1, 2, 0).cpu().numpy()
-    return np.ascontiguousarray(out[..., ::-1])  # BGR -> RGB
+        return u8[0].permute(1, 2, 0).cpu().numpy()
+
+
+@contextmanager
+def _conv_backend(native: bool):
+    """Temporarily route CPU convolutions away from oneDNN (process-wide switch)."""
+    import torch
+
+    if not native:
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def method_coarse(method, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -225,3 +265,162 @@ def refine(net, matched: np.ndarray, hole: np.ndarray, device: str = "cpu",
         del stack
         u8 = out.mul_(255).to(torch.uint8)
         return np.ascontiguousarray(u8[0].permute(1, 2, 0).cpu().numpy())
+
+
+# -- the registered methods ----------------------------------------------------------------------
+def configure_threads() -> int:
+    """Cap torch's CPU threads at the CPUs this process may use; returns the count.
+
+    torch counts the machine's cores, which in a container or under ``taskset`` can be
+    more than this process gets; oversubscribed threads make convolutions slower.
+    ``HRBENCH_THREADS`` overrides the count.
+    """
+    import torch
+
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        allowed = os.cpu_count() or 1
+    want = int(os.environ.get("HRBENCH_THREADS", "0")) or min(torch.get_num_threads(), allowed)
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(max(1, want))
+    return torch.get_num_threads()
+
+
+def _cuda_reason(context: MethodContext) -> str | None:
+    if context.device != "cuda":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "--device cuda: torch sees no CUDA device; use --device cpu or auto"
+    return None
+
+
+class _TorchInpainter(Inpainter):
+    """Shared plumbing: weights lookup, lazy one-time model loading, device, metadata."""
+
+    pad_multiple = PAD_MULTIPLE
+    uses_gpu = True
+    needs: ClassVar[tuple[weights.WeightsFile, ...]] = ()
+
+    def __init__(self, context: MethodContext | None = None, arg: str | None = None):
+        super().__init__(context, arg)
+        self.device = "cuda" if self.context.device == "cuda" else "cpu"
+        self.paths = {f.key: weights.require(f, self.context) for f in self.needs}
+        self._nets: dict = {}
+
+    @classmethod
+    def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:
+        return _cuda_reason(context) or weights.missing_reason(cls.needs, context)
+
+    def net(self, key: str):
+        """The network for weights ``key`` ('dfnet' or 'refinement'), loaded on first use."""
+        if key not in self._nets:
+            from . import nets
+
+            if self.device == "cpu":
+                configure_threads()
+            loader = nets.load_dfnet if key == "dfnet" else nets.load_refinement
+            self._nets[key] = loader(self.paths[key], self.device)
+        return self._nets[key]
+
+    def metadata(self) -> dict:
+        meta = super().metadata()
+        meta["weights"] = {k: weights.file_record(p) for k, p in self.paths.items()}
+        return meta
+
+    def close(self) -> None:
+        self._nets.clear()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+@register("dfnet")
+class DFNetFull(_TorchInpainter):
+    """DFNet at full (padded) resolution - the paper's 'DFNet' row; degrades with size."""
+
+    description = "DFNet coarse network run at full resolution (padded to a multiple of 256)"
+    needs = (weights.DFNET,)
+
+    def _inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return dfnet_full(self.net("dfnet"), image, mask, self.device)
+
+
+@register("dfnet@512")
+class DFNet512(_TorchInpainter):
+    """DFNet at 512 px (the two-stage pipeline's coarse stage), upscaled bilinearly."""
+
+    description = "DFNet at 512 px, upscaled bilinearly (the coarse stage alone)"
+    native_size = COARSE_SIZE
+    needs = (weights.DFNET,)
+
+    def _inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        coarse = dfnet_coarse(self.net("dfnet"), image, mask, self.device)
+        return upscale_coarse(coarse, *mask.shape)
+
+
+@register("two-stage", default=True)
+class TwoStage(_TorchInpainter):
+    """The paper's method: DFNet at 512 px, then RefinementNet at full resolution."""
+
+    description = "Two-stage: DFNet coarse fill at 512 px + RefinementNet with shifted copies"
+    needs = (weights.DFNET, weights.REFINEMENT)
+    no_shift: ClassVar[bool] = False
+
+    def coarse_up(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The upscaled coarse fill, uint8 RGB [H, W, 3]."""
+        coarse = dfnet_coarse(self.net("dfnet"), image, mask, self.device)
+        return upscale_coarse(coarse, *mask.shape)
+
+    def _inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        matched = matched_image(image, mask, self.coarse_up(image, mask))
+        return refine(self.net("refinement"), matched, mask, self.device, no_shift=self.no_shift)
+
+    def metadata(self) -> dict:
+        meta = super().metadata()
+        meta.update(shift_fraction=f"{SHIFT_NUMERATOR}/{SHIFT_DENOMINATOR}",
+                    no_shift=self.no_shift, coarse_size=COARSE_SIZE)
+        return meta
+
+
+@register("two-stage/no-shift")
+class TwoStageNoShift(TwoStage):
+    """Ablation: the four shifted copies replaced by plain copies of the matched image."""
+
+    description = "Two-stage ablation: refinement input with unshifted copies"
+    no_shift = True
+
+
+@register("two-stage", family=True)
+class TwoStageOver(TwoStage):
+    """``two-stage:<base>``: RefinementNet over any registered method run at 512 px."""
+
+    description = "RefinementNet over another method's coarse fill at 512 px"
+    needs = (weights.REFINEMENT,)
+
+    def __init__(self, context: MethodContext | None = None, arg: str | None = None):
+        super().__init__(context, arg)
+        if not arg:
+            raise ValueError("two-stage:<base> needs a base method name")
+        self.base = create(arg, self.context)
+
+    @classmethod
+    def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:
+        own = super().unavailable_reason(context, arg)
+        base = method_unavailable_reason(arg, context) if arg else None
+        return own or (f"base method {arg!r}: {base}" if base else None)
+
+    def coarse_up(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return upscaled_coarse(self.base, image, mask)
+
+    def metadata(self) -> dict:
+        meta = super().metadata()
+        meta["base"] = self.base.metadata()
+        return meta
+
+    def close(self) -> None:
+        self.base.close()
+        super().close()
