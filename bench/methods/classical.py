@@ -2,7 +2,7 @@
 
 ``telea`` and ``ns`` call ``cv2.inpaint`` with a neighbourhood radius of 3 px (OpenCV's
 documented example value; the radius only sets how many known pixels each hole pixel is
-averaged from, so larger radii blur more). Both are fast: under a second at 2048 px with
+averaged from, so larger radii blur more). Both are fast: about 1 s of CPU at 2048 px with
 the protocol's 683x683 hole.
 
 ``biharmonic`` computes exactly what scikit-image's ``inpaint_biharmonic`` computes (see
@@ -23,18 +23,22 @@ the protocol's 683x683 hole.
    hole (the term of ``L @ L`` that runs through a known pixel). The Woodbury identity
    leaves a dense SPD "capacitance" system of size ``2(h + w)`` (2732 at 2048 px), whose
    matrix is built in closed form from the DST bases with a few ``O(side^3)`` matrix
-   products and solved by Cholesky. Measured here (2 cores, shared): 1.2 s at 1024, 2.5 s
-   at 2048 for three channels; agreement with a direct sparse LU solve 2e-8 at 1024 on the
-   [0, 1] scale (far below one 8-bit level, 0.0039).
+   products; mirror symmetry splits it into four independent blocks, each factored by
+   Cholesky. Agreement with a direct sparse LU solve of the same system: 2e-8 at 1024 px on
+   the [0, 1] scale (one 8-bit level is 0.0039); with scikit-image ~1e-12 on small images.
 3. *Any other hole* (several regions, non-rectangular, or within 2 px of the image
    border) is solved as a sparse system over the hole's pixels (SuperLU, fill-reducing
    ordering on ``A + A.T``), factored once and solved for the three channels. Exact, but
    heavier: about 4 s / 0.6 GB for 116 k hole pixels (a 341^2 hole) and 20 s / 2.7 GB for
    466 k (a 683^2 hole).
 
-scikit-image's own function builds the same system over the whole image and factors it
-with an ordering of ``A.T @ A``; at 1024 px with a 341^2 hole it takes tens of seconds.
-``tests/test_methods_classical.py`` checks equality with it on small images.
+Measured by ``python -m bench.benchmarks.classical_speed`` on one corpus photo with the
+protocol's centre hole (2 cores shared with other jobs, load ~7, so wall time is ~2x CPU
+time): ours 0.9 s CPU (1.5 s wall) at 1024 and 2.8 s CPU (4.6 s wall) at 2048, ~0.5 GB;
+scikit-image's ``inpaint_biharmonic`` on the whole image 5.2 s CPU (15.5 s wall) at 1024 and
+38 s CPU (96 s wall, 2.9 GB) at 2048, because it factors the whole system with an ordering
+of ``A.T @ A``. The 8-bit outputs at 1024 were identical. ``tests/test_methods_classical.py``
+checks equality with scikit-image on small images of every hole kind.
 """
 
 from __future__ import annotations
@@ -153,8 +157,70 @@ def _dst_basis(n: int) -> np.ndarray:
     return np.sqrt(2.0 / (n + 1)) * np.sin(np.pi * np.outer(i, i) / (n + 1))
 
 
+def _capacitance(sy: np.ndarray, sx: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``I + B^T (L_D^2)^-1 B`` for a p x q rectangle, in the edge order of
+    :func:`_edge_pixels`, built from the separable DST bases (``g`` = eigenvalues of
+    ``(L_D^2)^-1``, shape p x q). Only the upper blocks are computed; the matrix is symmetric."""
+    p, q = g.shape
+    edges = [("h", 0), ("h", p - 1), ("v", 0), ("v", q - 1)]
+
+    def block(e1: tuple[str, int], e2: tuple[str, int]) -> np.ndarray:
+        (k1, f1), (k2, f2) = e1, e2
+        if k1 == "h" and k2 == "h":  # [x, x'] = sum_k sx[x,k] sx[x',k] sum_j sy[f1,j] sy[f2,j] g[j,k]
+            return (sx * ((sy[f1] * sy[f2]) @ g)) @ sx.T
+        if k1 == "v" and k2 == "v":
+            return (sy * (g @ (sx[f1] * sx[f2]))) @ sy.T
+        # h (row f1, along x) against v (column f2, along y)
+        return (((sx * sx[f2]) @ g.T) * sy[f1]) @ sy.T
+
+    grid = [[None] * 4 for _ in range(4)]
+    for i in range(4):
+        for j in range(i, 4):
+            grid[i][j] = block(edges[i], edges[j])
+            grid[j][i] = grid[i][j].T
+    cap = np.block(grid)
+    cap[np.diag_indices_from(cap)] += 1.0
+    return cap
+
+
+def _edge_pixels(p: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """(y, x) of the hole pixel for each known 4-neighbour of a p x q rectangle, in the order
+    top row, bottom row (x ascending), left column, right column (y ascending); corners appear
+    twice since they have two known neighbours."""
+    x, y = np.arange(q), np.arange(p)
+    ey = np.concatenate([np.zeros(q, int), np.full(q, p - 1), y, y])
+    ex = np.concatenate([x, x, np.zeros(p, int), np.full(p, q - 1)])
+    return ey, ex
+
+
+def _symmetry_bases(p: int, q: int) -> list[sparse.csr_matrix]:
+    """Orthonormal bases (as sparse rows) of the four parity classes of the edge variables.
+
+    The rectangle's problem is unchanged by mirroring left-right and top-bottom, so the
+    capacitance matrix commutes with both mirrors and is block-diagonal in a basis of
+    even/odd combinations of mirrored edge variables: four blocks of about (p + q) / 2 instead
+    of one of 2 (p + q), which makes the Cholesky factorisation ~16x cheaper."""
+    x, y = np.arange(q), np.arange(p)
+    # where each edge variable goes under the left-right (fx) and top-bottom (fy) mirror
+    fx = np.concatenate([q - 1 - x, q + (q - 1 - x), 2 * q + p + y, 2 * q + y])
+    fy = np.concatenate([q + x, x, 2 * q + (p - 1 - y), 2 * q + p + (p - 1 - y)])
+    m = fx.size
+    orbit = np.stack([np.arange(m), fx, fy, fx[fy]], axis=1)
+    reps = np.flatnonzero(orbit.min(axis=1) == np.arange(m))
+    bases = []
+    for sx_, sy_ in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+        vec = np.zeros((reps.size, m))
+        coef = np.broadcast_to(np.array([1.0, sx_, sy_, sx_ * sy_]), (reps.size, 4))
+        np.add.at(vec, (np.arange(reps.size)[:, None], orbit[reps]), coef)
+        norm = np.linalg.norm(vec, axis=1)
+        keep = norm > 0.5  # combinations that cancel (a variable its own odd mirror) vanish
+        bases.append(sparse.csr_matrix(vec[keep] / norm[keep, None]))
+    return bases
+
+
 def _solve_rectangle(rhs: np.ndarray) -> np.ndarray:
-    """Solve ``A x = rhs`` on a p x q rectangle, ``A = L_D^2 + B B^T`` (module docstring)."""
+    """Solve ``A x = rhs`` on a p x q rectangle, ``A = L_D^2 + B B^T`` (module docstring),
+    by the Woodbury identity; ``rhs`` and the result are ``[p, q, C]``."""
     p, q = rhs.shape[:2]
     sy, sx = _dst_basis(p), _dst_basis(q)
     mu = 4.0 * np.sin(np.pi * np.arange(1, p + 1) / (2 * (p + 1))) ** 2
@@ -165,29 +231,15 @@ def _solve_rectangle(rhs: np.ndarray) -> np.ndarray:
         coef = fft.dstn(v, type=1, norm="ortho", axes=(0, 1))
         return fft.dstn(coef * g[..., None], type=1, norm="ortho", axes=(0, 1))
 
-    # Hole pixels next to a known pixel, one entry per (known neighbour): the four edges,
-    # corners appearing twice (they have two known neighbours).
-    edges = [("h", 0), ("h", p - 1), ("v", 0), ("v", q - 1)]
-    ey = np.concatenate([np.full(q, f) if k == "h" else np.arange(p) for k, f in edges])
-    ex = np.concatenate([np.arange(q) if k == "h" else np.full(p, f) for k, f in edges])
-
-    def gram(e1: tuple[str, int], e2: tuple[str, int]) -> np.ndarray:
-        # Block of B^T (L_D^2)^-1 B between two edges, from the separable DST bases.
-        (k1, f1), (k2, f2) = e1, e2
-        if k1 == "h" and k2 == "h":
-            wk = (sy[f1] * sy[f2]) @ g
-            return (sx * wk) @ sx.T
-        if k1 == "v" and k2 == "v":
-            wj = g @ (sx[f1] * sx[f2])
-            return (sy * wj) @ sy.T
-        if k1 == "h":
-            return (((sx * sx[f2]) @ g.T) * sy[f1]) @ sy.T
-        return gram(e2, e1).T
-
-    cap = np.block([[gram(a, b) for b in edges] for a in edges])
-    cap[np.diag_indices_from(cap)] += 1.0
+    cap = _capacitance(sy, sx, g)
+    ey, ex = _edge_pixels(p, q)
     z = m_inv(rhs)
-    s = linalg.cho_solve(linalg.cho_factor(cap), z[ey, ex])
+    t = z[ey, ex]
+    s = np.zeros_like(t)
+    for basis in _symmetry_bases(p, q):
+        if basis.shape[0]:
+            block = basis @ (basis @ cap).T
+            s += basis.T @ linalg.cho_solve(linalg.cho_factor(block), basis @ t)
     scatter = np.zeros_like(rhs)
     np.add.at(scatter, (ey, ex), s)
     return z - m_inv(scatter)
