@@ -109,6 +109,16 @@ def test_patchmatch_seeded_and_deterministic():
     assert abs(a[mask].astype(float).mean() - img[~mask].mean()) < 15
 
 
+def test_patchmatch_unavailable_without_package(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "patchmatch", None)  # import now fails, as if not installed
+    reason = unavailable_reason("patchmatch", MethodContext())
+    assert reason and "pip install" in reason
+    with pytest.raises(MethodUnavailable, match="patchmatch"):
+        create("patchmatch")
+
+
 # -- biharmonic equals scikit-image ---------------------------------------------------------
 def _masks(h: int, w: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(5)
