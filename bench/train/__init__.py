@@ -1,0 +1,1 @@
+"""Training recipes: the two-stage refinement network (``hrbench train refine``)."""
