@@ -146,6 +146,7 @@ _BUILTIN_MODULES = (
     "bench.methods.patchmatch",
     "bench.methods.external",
     "bench.methods.two_stage",
+    "bench.methods.slim_model",
 )
 _loaded = False
 
