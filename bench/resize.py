@@ -4,9 +4,13 @@ Nearest neighbour (the paper's "nearest-neighbour downsampling"): pixel *centres
 aligned. Output pixel ``i`` (0-based) of ``n_out`` samples input pixel
 ``floor((i + 0.5) * n_in / n_out)``, computed exactly in integers. For an integer factor
 ``k = n_in / n_out`` this picks the pixel at offset ``k // 2`` in every ``k``-block (e.g. the
-second of each pair when halving), never the first, so the sampling grid is centred and
-symmetric. This equals PIL's ``NEAREST`` and OpenCV's ``INTER_NEAREST_EXACT``; it differs
-from OpenCV's legacy ``INTER_NEAREST`` (``floor(i * n_in / n_out)``, biased to the top-left).
+second of each pair when halving), never the first, so every sample lies within half an
+input pixel of the output pixel's centre. An output centre that falls exactly on a pixel
+boundary (a tie) takes the pixel after the boundary. This equals PIL's ``NEAREST`` and
+OpenCV's ``INTER_NEAREST_EXACT`` except at such ties when ``n_in / n_out`` is not exact in
+binary floating point: their float arithmetic then rounds some ties down (e.g. 303 of the
+1536 rows at 2048 -> 1536). It differs from OpenCV's legacy ``INTER_NEAREST``
+(``floor(i * n_in / n_out)``, biased to the top-left).
 
 Area: OpenCV ``INTER_AREA`` (box average, for an anti-aliased alternative).
 """

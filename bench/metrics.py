@@ -1,0 +1,451 @@
+"""Image-quality metrics of the benchmark protocol (DESIGN.md, "Metrics").
+
+Every function takes ``uint8[H, W, 3]`` RGB arrays with values 0–255 and returns a Python
+``float``; masks are ``bool[H, W]`` with ``True`` = hole. Wrong shapes or dtypes raise
+``ValueError`` (the runner validates user files earlier, so reaching one is a programming
+error, not a user mistake).
+
+- ``l1``: mean ``|out - gt|`` over all pixels and channels, 0–255 scale (exact integer sums).
+- ``psnr``: ``10 log10(255² / MSE)``; ``inf`` when the images (or hole regions) are identical.
+- ``ssim``: Gaussian-window SSIM equal to scikit-image's
+  ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+  data_range=255, channel_axis=-1)``, computed about 10–20× faster (see ``ssim``).
+- ``LPIPS``: optional; only when torchvision's backbone weights are already cached locally.
+- ``compute_metrics``: all of the above for one output, optionally after a nearest-neighbour
+  downsample to ``metric_size`` × ``metric_size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from bench.errors import UserError
+from bench.resize import resize_nearest
+
+# -- SSIM constants (Wang et al. 2004, as scikit-image implements them) ------------------------
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # scikit-image's choice for gaussian_weights=True: an 11-tap window
+SSIM_RADIUS = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)  # = 5, rounded as scipy.ndimage does
+SSIM_WIN = 2 * SSIM_RADIUS + 1  # = 11
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+DATA_RANGE = 255.0
+_C1 = (SSIM_K1 * DATA_RANGE) ** 2
+_C2 = (SSIM_K2 * DATA_RANGE) ** 2
+# Output rows per strip: the strip's ~8 float32 work maps then fit in L3 cache at 2048 px wide.
+_STRIP_ROWS = 64
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "l1": False,
+    "psnr": True,
+    "ssim": True,
+    "hole_l1": False,
+    "hole_psnr": True,
+    "lpips": False,
+}
+
+METRIC_CONVENTIONS: dict[str, Any] = {
+    "input": "uint8 RGB, values 0-255; output and ground truth of the same HxWx3 shape",
+    "mask": "bool HxW, True = hole (white >= 128 in mask files)",
+    "l1": "mean |out - gt| over all pixels and the 3 channels, 0-255 scale",
+    "psnr": "10*log10(255^2 / MSE), MSE over all pixels and the 3 channels; inf if identical",
+    "hole_l1": "as l1, over hole pixels only (all 3 channels)",
+    "hole_psnr": "as psnr, MSE over hole pixels only (all 3 channels); inf if identical there",
+    "ssim": {
+        "window": "gaussian",
+        "sigma": SSIM_SIGMA,
+        "truncate": SSIM_TRUNCATE,
+        "window_size": SSIM_WIN,
+        "K1": SSIM_K1,
+        "K2": SSIM_K2,
+        "data_range": DATA_RANGE,
+        "covariance": "population (use_sample_covariance=False)",
+        "channels": "SSIM per RGB channel, then the mean of the three",
+        "border": f"SSIM map cropped by {SSIM_RADIUS} px on every side before averaging "
+        "(scikit-image's crop), so the border mode never enters the mean",
+        "equals": "skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, "
+        "use_sample_covariance=False, data_range=255, channel_axis=-1)",
+        "implementation": "OpenCV separable float32 filtering of strip-centred values; "
+        "windows where output and ground truth are identical score exactly 1; "
+        "|difference| to scikit-image below 1e-6 in the tests",
+    },
+    "lpips": {
+        "package": "lpips 0.1 (Zhang et al. 2018)",
+        "net": "alex",
+        "input": "RGB scaled to [-1, 1], whole image, no resizing",
+        "availability": "only when torchvision's ImageNet backbone weights are cached under "
+        "torch.hub.get_dir()/checkpoints; otherwise the column is absent",
+    },
+    "metric_size": "None: scored at native size. M: output, ground truth and mask are "
+    "nearest-neighbour downsampled (bench.resize.resize_nearest, centre-aligned) to MxM "
+    "before scoring",
+}
+
+
+# -- validation ---------------------------------------------------------------------------------
+def _check_image(arr: Any, name: str) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name}: expected a numpy array, got {type(arr).__name__}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"{name}: expected dtype uint8 (values 0-255), got {arr.dtype}")
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"{name}: expected shape (H, W, 3) RGB, got {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name}: empty image {arr.shape}")
+    return arr
+
+
+def _check_pair(out: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
+    _check_image(out, "out")
+    _check_image(gt, "gt")
+    if out.shape != gt.shape:
+        raise ValueError(f"out and gt differ in shape: {out.shape} vs {gt.shape}")
+    return out, gt
+
+
+def _check_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+        kind = mask.dtype if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise ValueError(f"mask: expected a bool array (True = hole), got {kind}")
+    if mask.shape != tuple(shape[:2]):
+        raise ValueError(f"mask: shape {mask.shape} does not match the image's {shape[:2]}")
+    if not mask.any():
+        raise ValueError("mask: has no hole pixels, so hole-only metrics are undefined")
+    return mask
+
+
+def _abs_diff(out: np.ndarray, gt: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """|out - gt| as uint8 (exact), flattened to the hole pixels when a mask is given."""
+    diff = cv2.absdiff(out, gt)
+    if mask is not None:
+        diff = diff[_check_mask(mask, out.shape)]
+    return diff
+
+
+# -- L1 / PSNR ----------------------------------------------------------------------------------
+def l1(out: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean absolute difference on the 0–255 scale over all pixels and channels.
+
+    With ``mask`` (bool HxW, True = hole) only hole pixels count (all three channels each).
+    Computed from an exact integer sum.
+    """
+    diff = _abs_diff(*_check_pair(out, gt), mask)
+    return int(diff.sum(dtype=np.uint64)) / diff.size
+
+
+def psnr(out: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB with data range 255: ``10 log10(255² / MSE)``.
+
+    MSE is taken over all pixels and channels (or over the hole pixels with ``mask``), from
+    an exact integer sum. Returns ``math.inf`` when the compared pixels are identical.
+    """
+    diff = _abs_diff(*_check_pair(out, gt), mask).astype(np.uint16)
+    sq_sum = int(np.square(diff).sum(dtype=np.uint64))  # 255² fits uint16; the sum does not
+    if sq_sum == 0:
+        return math.inf
+    mse = sq_sum / diff.size
+    return 10.0 * math.log10(DATA_RANGE**2 / mse)
+
+
+# -- SSIM ---------------------------------------------------------------------------------------
+def _gaussian_kernel() -> np.ndarray:
+    """scipy.ndimage's 1-D Gaussian: exp(-x²/2σ²) on x = -r..r, normalised to sum 1."""
+    x = np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / SSIM_SIGMA) ** 2)
+    return k / k.sum()
+
+
+_KERNEL = _gaussian_kernel()
+
+
+def _filter_valid_rows(arr: np.ndarray) -> np.ndarray:
+    """Gaussian-filter float32 ``arr`` and drop the ``SSIM_RADIUS`` rows at top and bottom.
+
+    Rows/columns within the radius of the edge depend on the border mode; callers only use
+    the interior, which equals scipy's result whatever the mode. Dropping rows keeps the
+    result contiguous; the edge columns are dropped when summing.
+    """
+    res = cv2.sepFilter2D(arr, cv2.CV_32F, _KERNEL, _KERNEL, borderType=cv2.BORDER_REFLECT)
+    return res[SSIM_RADIUS:-SSIM_RADIUS]
+
+
+def _ssim_strip(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """SSIM map (float32) of the interior rows of a uint8 strip: shape (h - 10, w, 3).
+
+    Columns within the radius of the left/right edges are not valid and must be discarded.
+
+    Precision: float32 filtering is ~2.5x faster than float64 but the variance terms
+    (E[x²] - E[x]²) cancel badly at large magnitudes. Both images are therefore shifted by
+    one integer per channel (the strip's mean of ``x``, exact in float32; variances and
+    covariances do not change under a common shift), which keeps the mean SSIM within
+    ~5e-7 of scikit-image's float64 result. The same shift for both images keeps windows
+    where ``x == y`` at exactly 1.
+    """
+    h, w = x.shape[:2]
+    # Per-channel constants as one (w*3,) row: numpy broadcasting over a trailing axis of
+    # length 3 is ~10x slower than over a long row.
+    centre = np.tile(np.round(np.array(cv2.mean(x)[:3], dtype=np.float32)), w)
+    fx = x.reshape(h, w * 3).astype(np.float32)
+    fx -= centre
+    fy = y.reshape(h, w * 3).astype(np.float32)
+    fy -= centre
+
+    def smooth(a: np.ndarray) -> np.ndarray:
+        return _filter_valid_rows(a.reshape(h, w, 3)).reshape(h - 2 * SSIM_RADIUS, w * 3)
+
+    mu_x = smooth(fx)
+    mu_y = smooth(fy)
+    s_xy = smooth(fx * fy)
+    fx *= fx
+    fy *= fy
+    fx += fy
+    s_sq = smooth(fx)  # E[x²] + E[y²] in one filter: only the sum is needed
+    del fx, fy
+
+    prod = mu_x * mu_y
+    # Contrast-structure terms from the centred moments: A2 = 2 cov + C2, B2 = var_x + var_y + C2.
+    s_xy -= prod
+    s_xy *= 2
+    s_xy += _C2
+    sq_mu = mu_x * mu_x
+    sq_mu += mu_y * mu_y
+    s_sq -= sq_mu
+    s_sq += _C2
+    # Luminance terms need the uncentred means: A1 = 2 mx my + C1, B1 = mx² + my² + C1.
+    mu_x += centre
+    mu_y += centre
+    np.multiply(mu_x, mu_y, out=prod)
+    prod *= 2
+    prod += _C1
+    np.multiply(mu_x, mu_x, out=sq_mu)
+    mu_y *= mu_y
+    sq_mu += mu_y
+    sq_mu += _C1
+    prod *= s_xy
+    sq_mu *= s_sq
+    prod /= sq_mu
+    return prod.reshape(h - 2 * SSIM_RADIUS, w, 3)
+
+
+def _ssim_interior(x: np.ndarray, y: np.ndarray, out_map: np.ndarray | None = None) -> float:
+    """Sum of the SSIM map over the interior (radius cropped on every side), in strips.
+
+    When ``out_map`` (float32, shape (h - 10, w - 10, 3)) is given the map is written there.
+    """
+    h, w = x.shape[:2]
+    r = SSIM_RADIUS
+    total = 0.0
+    for top in range(r, h - r, _STRIP_ROWS):
+        bottom = min(top + _STRIP_ROWS, h - r)
+        strip = _ssim_strip(x[top - r : bottom + r], y[top - r : bottom + r])[:, r : w - r]
+        total += sum(cv2.sumElems(strip)[:3])  # OpenCV accumulates in float64
+        if out_map is not None:
+            out_map[top - r : bottom - r] = strip
+    return total
+
+
+def _check_ssim_size(shape: tuple[int, ...]) -> None:
+    if min(shape[:2]) < SSIM_WIN:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WIN}x{SSIM_WIN} px, got {shape}")
+
+
+def ssim(out: np.ndarray, gt: np.ndarray) -> float:
+    """Mean SSIM of two uint8 RGB images, equal to scikit-image's Gaussian SSIM.
+
+    Same numbers as ``skimage.metrics.structural_similarity(out, gt, gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)``: 11x11 Gaussian
+    window (σ 1.5, truncated at 3.5 σ), K1 0.01, K2 0.03, population covariance, per channel
+    then averaged, the map cropped by 5 px on each side before averaging. Measured agreement
+    is better than 1e-6 (see tests and ``python -m bench.benchmarks.ssim_speed``).
+
+    Speed: separable OpenCV float32 filters on row strips that stay in cache, four filtered
+    maps instead of five (only E[x²] + E[y²] is needed), and windows in which the images are
+    identical (SSIM exactly 1, as in scikit-image) are skipped: only the bounding box of the
+    differing pixels, grown by the window radius, is computed. Needs both sides >= 11 px.
+    """
+    _check_pair(out, gt)
+    _check_ssim_size(out.shape)
+    h, w = out.shape[:2]
+    r = SSIM_RADIUS
+    n_valid = (h - 2 * r) * (w - 2 * r) * 3
+    differs = cv2.absdiff(out, gt).reshape(h, w * 3)  # 2-D: fast reductions along rows
+    rows = np.flatnonzero(differs.max(axis=1))
+    if rows.size == 0:
+        return 1.0
+    cols = np.flatnonzero(differs.max(axis=0).reshape(w, 3).max(axis=1))
+    # Interior output pixels whose window touches a differing pixel: [lo, hi) per axis.
+    r_lo, r_hi = max(r, int(rows[0]) - r), min(h - r, int(rows[-1]) + 1 + r)
+    c_lo, c_hi = max(r, int(cols[0]) - r), min(w - r, int(cols[-1]) + 1 + r)
+    box = (slice(r_lo - r, r_hi + r), slice(c_lo - r, c_hi + r))
+    computed = _ssim_interior(out[box], gt[box])
+    n_box = (r_hi - r_lo) * (c_hi - c_lo) * 3
+    return (computed + (n_valid - n_box)) / n_valid
+
+
+def ssim_map(out: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Full-size SSIM map, float32 (H, W, 3), like scikit-image's ``full=True`` map.
+
+    The border (within 5 px of an edge) uses scipy's 'reflect' padding as scikit-image does;
+    ``ssim`` averages only the interior. Per-pixel values agree with scikit-image to ~1e-5
+    (float32 arithmetic); use it for visualising where a fill is structurally wrong.
+    """
+    _check_pair(out, gt)
+    _check_ssim_size(out.shape)
+    r = SSIM_RADIUS
+    # Padding with BORDER_REFLECT (dcba|abcd) is scipy's mode='reflect' for each axis.
+    xp = cv2.copyMakeBorder(out, r, r, r, r, cv2.BORDER_REFLECT)
+    yp = cv2.copyMakeBorder(gt, r, r, r, r, cv2.BORDER_REFLECT)
+    result = np.empty(out.shape, dtype=np.float32)
+    _ssim_interior(xp, yp, out_map=result)
+    return result
+
+
+# -- LPIPS --------------------------------------------------------------------------------------
+_LPIPS_BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights"}
+
+
+def _backbone_file(net: str) -> tuple[Path, str]:
+    """Where torchvision caches the ImageNet backbone of ``net``, and its download URL."""
+    import torch.hub
+    import torchvision.models as tvm
+
+    url = getattr(tvm, _LPIPS_BACKBONES[net]).IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def _lpips_linear_file(net: str) -> Path:
+    """The lpips package's own calibrated linear-layer weights (shipped inside the package)."""
+    import lpips
+
+    return Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
+
+
+def lpips_available(net: str = "alex") -> str | None:
+    """``None`` when LPIPS can be computed here, else one line "LPIPS unavailable: …".
+
+    Only looks at files; never downloads (torchvision would fetch the backbone from the
+    internet on first use, which this project never triggers).
+    """
+    if net not in _LPIPS_BACKBONES:
+        return f"LPIPS unavailable: unknown network {net!r}; use one of {sorted(_LPIPS_BACKBONES)}"
+    try:
+        path, url = _backbone_file(net)
+        linear = _lpips_linear_file(net)
+    except ImportError as err:
+        return f"LPIPS unavailable: {err.name or err} is not installed; pip install lpips torchvision"
+    if not linear.is_file():
+        return f"LPIPS unavailable: the lpips package lacks {linear}; reinstall it (pip install lpips)"
+    if not path.is_file():
+        return (
+            f"LPIPS unavailable: torchvision backbone weights {path.name} not found in "
+            f"{path.parent}; download {url} and put it there (or set TORCH_HOME)"
+        )
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class LPIPSMetric:
+    """LPIPS v0.1 (lower is better) from cached weights only; raises ``UserError`` if absent.
+
+    The lpips package would ask torchvision to download the backbone; instead the network is
+    built with a random backbone and the cached torchvision checkpoint is loaded into it, so
+    no network access can happen. ``__call__(out, gt)`` takes uint8 RGB images (any size;
+    VGG at 2048 px needs several GB of memory).
+    """
+
+    def __init__(self, net: str = "alex", device: str = "cpu") -> None:
+        reason = lpips_available(net)
+        if reason is not None:
+            raise UserError(reason)
+        import lpips
+        import torch
+
+        self.net = net
+        self.device = torch.device(device)
+        self.backbone_path, _ = _backbone_file(net)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision's notice about lpips' `pretrained=`
+            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+        state = torch.load(self.backbone_path, map_location="cpu", weights_only=True)
+        # lpips splits torchvision's `features` into slices that keep the layer indices:
+        # slice2.3.weight is features.3.weight.
+        trunk = {
+            key: state[f"features.{key.split('.', 1)[1]}"] for key in model.net.state_dict()
+        }
+        model.net.load_state_dict(trunk)
+        self.model = model.eval().to(self.device)
+
+    def metadata(self) -> dict[str, Any]:
+        """Record of what was used (for run.json)."""
+        return {
+            "net": self.net,
+            "version": "0.1",
+            "backbone_file": self.backbone_path.name,
+            "backbone_sha256": _sha256(self.backbone_path),
+        }
+
+    def _tensor(self, img: np.ndarray) -> Any:
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+        return (t.to(self.device, torch.float32) / 127.5 - 1.0).contiguous()
+
+    def __call__(self, out: np.ndarray, gt: np.ndarray) -> float:
+        import torch
+
+        _check_pair(out, gt)
+        with torch.inference_mode():
+            value = self.model(self._tensor(out), self._tensor(gt))
+        return float(value.item())
+
+
+# -- everything for one output ------------------------------------------------------------------
+def compute_metrics(
+    out: np.ndarray,
+    gt: np.ndarray,
+    mask: np.ndarray,
+    metric_size: int | None = None,
+    lpips: LPIPSMetric | None = None,
+) -> dict[str, float]:
+    """l1, psnr, ssim, hole_l1, hole_psnr (and lpips when ``lpips`` is given) as floats.
+
+    ``metric_size=M`` first downsamples ``out``, ``gt`` and ``mask`` to MxM with
+    ``bench.resize.resize_nearest`` (centre-aligned nearest neighbour), so scores at
+    different resolutions are comparable; M must be between 11 and the smaller image side
+    (never an upsample). A hole that vanishes in the downsample raises ``ValueError``.
+    """
+    _check_pair(out, gt)
+    _check_mask(mask, out.shape)
+    if metric_size is not None:
+        ok_type = isinstance(metric_size, (int, np.integer)) and not isinstance(metric_size, bool)
+        if not ok_type or not SSIM_WIN <= metric_size <= min(out.shape[:2]):
+            raise ValueError(
+                f"metric_size: must be an integer from {SSIM_WIN} to the smaller image side "
+                f"{min(out.shape[:2])}, got {metric_size!r}"
+            )
+        size = (int(metric_size), int(metric_size))
+        out, gt, mask = (resize_nearest(a, size) for a in (out, gt, mask))
+    values = {
+        "l1": l1(out, gt),
+        "psnr": psnr(out, gt),
+        "ssim": ssim(out, gt),
+        "hole_l1": l1(out, gt, mask),
+        "hole_psnr": psnr(out, gt, mask),
+    }
+    if lpips is not None:
+        values["lpips"] = lpips(out, gt)
+    return values
