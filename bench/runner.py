@@ -275,8 +275,8 @@ def write_tables(run_dir: Path, records: list[dict]) -> None:
         for k, v in r["metrics"].items()
     ]
     metrics_df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    for df in (items, metrics_df):
-        df.sort_values(["method", "resolution", "image"], inplace=True, kind="stable")
+    items = items.sort_values(["method", "resolution", "image"], kind="stable")
+    metrics_df = metrics_df.sort_values(["method", "resolution", "image"], kind="stable")
     write_text(run_dir / "items.csv", items.to_csv(index=False))
     write_text(run_dir / "metrics.csv", metrics_df.to_csv(index=False, float_format="%.6g"))
 
