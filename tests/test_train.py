@@ -315,3 +315,28 @@ def test_train_refine_resume(tmp_path):
     assert _read_csv(out / "losses.csv")[-1]["step"] == "4"
     # a setting that defines the model cannot change on resume
     assert main([*args, "--steps", "6", "--resume", "--seed", "1"]) == 2
+
+
+def test_slim_evaluation_table(tmp_path):
+    from bench.train.evaluate import main as eval_main
+    from bench.train.refine import save_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_photo(260, 300, seed=20 + i)).save(photos / f"e{i}.png")
+    wdir = tmp_path / "w"
+    wdir.mkdir()
+    save_model(SlimRefineNet(widths=(8, 8, 8, 8, 8), head=4), wdir / "slim_refine.pth",
+               {"coarse": "telea", "step": 0})
+    out = tmp_path / "res" / "eval.md"
+    assert eval_main(["--images", str(photos), "--sizes", "256", "--weights-dir", str(wdir),
+                      "--out", str(out), "--no-progress"]) == 0
+    text = out.read_text()
+    rows = _read_csv(out.with_suffix(".csv"))
+    assert {r["method"] for r in rows} == {"two-stage-slim", "telea@512", "telea", "two-stage-slim/no-shift"}
+    by = {(r["method"], r["image"]): float(r["l1"]) for r in rows}
+    # an untrained (zero-init) net is exactly its base at 512, so it cannot be "ahead"
+    assert by[("two-stage-slim", "e0")] == by[("telea@512", "e0")]
+    assert "at every size: **no**" in text and "| 256 | two-stage-slim | 2 |" in text
+    assert eval_main(["--images", str(tmp_path / "none"), "--out", str(out)]) == 2

@@ -1,7 +1,8 @@
 """The shipped two-stage model: Telea at 512, upscaled, refined by the slim network.
 
 ``two-stage-slim`` runs out of the box (the weights ship inside the package, see
-``weights_shipped/MODEL_CARD.md``): the coarse base named in the checkpoint (Telea, run at
+``weights_shipped/MODEL_CARD.md``; a ``slim_refine.pth`` in ``--weights-dir`` takes precedence,
+for weights you trained yourself): the coarse base named in the checkpoint (Telea, run at
 512 px and upscaled bilinearly, exactly as in ``two_stage``) and the slim refinement net
 (:mod:`bench.methods.nets.slim`) trained by ``hrbench train refine``.
 
@@ -22,7 +23,8 @@ from ..io import sha256_file
 from .base import Inpainter, MethodContext, create, register
 from .two_stage import PAD_MULTIPLE, matched_image, refine, upscaled_coarse
 
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights_shipped" / "slim_refine.pth"
+WEIGHTS_NAME = "slim_refine.pth"
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights_shipped" / WEIGHTS_NAME
 
 
 def load_slim(path: str | Path = SHIPPED_WEIGHTS, device: str = "cpu"):
@@ -62,14 +64,26 @@ class _SlimTwoStage(Inpainter):
     weights_path: ClassVar[Path] = SHIPPED_WEIGHTS
 
     @classmethod
+    def find_weights(cls, context: MethodContext) -> Path:
+        """``<weights_dir>/slim_refine.pth`` when the user gave one there, else the shipped file."""
+        if context.weights_dir is not None:
+            own = Path(context.weights_dir) / WEIGHTS_NAME
+            if own.is_file():
+                return own
+        return cls.weights_path
+
+    @classmethod
     def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:
-        if not cls.weights_path.is_file():
-            return f"{cls.weights_path} is missing; reinstall hrbench from a source checkout"
+        path = cls.find_weights(context)
+        if not path.is_file():
+            return f"{path} is missing; reinstall hrbench from a source checkout"
         return None
 
     def __init__(self, context: MethodContext | None = None, arg: str | None = None):
         super().__init__(context, arg)
-        self.net, self.meta = load_slim(self.weights_path, self.context.device)
+        self.path = self.find_weights(self.context)
+        self.net, self.meta = load_slim(self.path, self.context.device)
+        self.parameters = sum(p.numel() for p in self.net.parameters())
         self.coarse_name = str(self.meta.get("coarse", "telea"))
         self.coarse = create(self.coarse_name, self.context)
 
@@ -79,15 +93,14 @@ class _SlimTwoStage(Inpainter):
         return refine(self.net, matched, mask, device=self.context.device, no_shift=self.no_shift)
 
     def metadata(self) -> dict:
-        from .nets.slim import parameter_count
-
         return {
             **super().metadata(),
-            "weights": str(self.weights_path.name),
-            "weights_sha256": sha256_file(self.weights_path),
+            "weights": str(self.path.name if self.path == SHIPPED_WEIGHTS else self.path),
+            "weights_shipped": self.path == SHIPPED_WEIGHTS,
+            "weights_sha256": sha256_file(self.path),
             "coarse": f"{self.coarse_name}@512 (bilinear upscale)",
             "refinement": "SlimRefineNet",
-            "parameters": parameter_count(self.net),
+            "parameters": self.parameters,
             "shifted_copies": not self.no_shift,
             "training_step": self.meta.get("step"),
         }
