@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -61,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "SESSION_COOKIE_SECURE": False,
     "PERMANENT_SESSION_LIFETIME": timedelta(days=7),
+    # Re-signing an unchanged cookie on every answer costs CPU and gains nothing here.
+    "SESSION_REFRESH_EACH_REQUEST": False,
 }
 
 
@@ -76,6 +78,8 @@ class SurveyState:
     vote_limiter: RateLimiter
     start_limiter: RateLimiter
     login_limiter: RateLimiter
+    compare_pairs: list = field(default_factory=list)  # assign.PairRef, fixed per study
+    validation_pairs: list = field(default_factory=list)
 
 
 def _item_table(db: Database, spec: StudySpec, study_id: int) -> dict[int, dict]:
@@ -100,6 +104,24 @@ def _item_table(db: Database, spec: StudySpec, study_id: int) -> dict[int, dict]
                 "kind": row.kind,
             }
     return out
+
+
+def _pair_refs(db: Database, study_id: int) -> tuple[list, list]:
+    """The study's compare and validation pairs as ``assign.PairRef`` lists (by id)."""
+    from sqlalchemy import select
+
+    from .assign import PairRef
+    from .models import Pair
+
+    with db.session_scope() as s:
+        rows = s.execute(
+            select(Pair.id, Pair.item_a_id, Pair.item_b_id, Pair.kind)
+            .where(Pair.study_id == study_id)
+            .order_by(Pair.id)
+        ).all()
+    compare = [PairRef(i, a, b) for i, a, b, k in rows if k == "compare"]
+    validation = [PairRef(i, a, b) for i, a, b, k in rows if k == "validation"]
+    return compare, validation
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -147,6 +169,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.create_all()
     study_id = sync_study(db, spec)
 
+    compare, validation = _pair_refs(db, study_id)
     app.extensions["survey"] = SurveyState(
         spec=spec,
         db=db,
@@ -156,6 +179,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         vote_limiter=RateLimiter(*app.config["VOTE_RATE"]),
         start_limiter=RateLimiter(*app.config["START_RATE"]),
         login_limiter=RateLimiter(10, 0.2),
+        compare_pairs=compare,
+        validation_pairs=validation,
     )
 
     from . import views

@@ -147,7 +147,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("study", type=Path)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=_positive_int, default=8, help="waitress threads")
+    s.add_argument("--workers", type=_positive_int, default=16,
+                   help="waitress threads (default 16; answers waiting for the same commit "
+                   "share one disk sync, so more threads help on slow disks)")
     s.add_argument("--db", default=None, help="SQLAlchemy URL (default STUDY/instance/survey.db)")
     s.add_argument("--sqlite-synchronous", choices=("NORMAL", "FULL"), default=None,
                    help="FULL (default) survives power loss; NORMAL survives crashes, is faster")

@@ -39,12 +39,12 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Boolean, and_, bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from . import SurveyState
-from .assign import PairRef, plan_trials
+from .assign import plan_trials
 from .models import Pair, Participant, Trial, Vote, utcnow
 from .security import (
     SECURITY_HEADERS,
@@ -54,6 +54,7 @@ from .security import (
 )
 
 log = logging.getLogger(__name__)
+_vote, _part, _trial, _pair = Vote.__table__, Participant.__table__, Trial.__table__, Pair.__table__
 
 participant_bp = Blueprint("participant", __name__)
 admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -207,47 +208,42 @@ def start():
             _start_session(known)
             return redirect(url_for(".trial"), code=303)
     ua = (request.headers.get("User-Agent") or "")[:300]
-    with st.db.session_scope(write=True) as s:
-        p = Participant(
-            study_id=st.study_id,
-            external_id=ext,
-            n_trials=0,
-            next_index=0,
-            completion_code=secrets.token_hex(5).upper(),
-            user_agent=ua,
-        )
-        s.add(p)
-        s.flush()
-        pairs = s.execute(
-            select(Pair.id, Pair.item_a_id, Pair.item_b_id, Pair.kind).where(
-                Pair.study_id == st.study_id
-            )
-        ).all()
-        compare = [PairRef(i, a, b) for i, a, b, k in pairs if k == "compare"]
-        validation = [PairRef(i, a, b) for i, a, b, k in pairs if k == "validation"]
+    # Balance counts are read before the write transaction: they are a heuristic, and a
+    # scan of the schedule table must not hold up everybody's answers. Two people starting
+    # at the same moment may get the same least-voted pairs; the next ones even it out.
+    with st.db.session_scope() as s:
+        counts = _pair_counts(s, st)
+    code = secrets.token_hex(5).upper()
+    now = utcnow()
+
+    def create(conn) -> int:
+        pid = conn.execute(_part.insert(), {
+            "study_id": st.study_id, "external_id": ext, "n_trials": 0, "next_index": 0,
+            "completion_code": code, "user_agent": ua, "excluded": False,
+            "created_at": now, "last_seen_at": now,
+        }).inserted_primary_key[0]
         plans = plan_trials(
-            compare,
-            validation,
-            _pair_counts(s, st),
+            st.compare_pairs,
+            st.validation_pairs,
+            counts,
             n_trials=st.spec.trials_per_participant,
             n_validation=st.spec.validation,
             repeat_swapped=st.spec.repeat_swapped,
-            rng=random.Random(f"{st.spec.seed}:{p.id}"),
+            rng=random.Random(f"{st.spec.seed}:{pid}"),
         )
-        p.n_trials = len(plans)
-        s.add_all(
-            Trial(
-                participant_id=p.id,
-                index=t.index,
-                pair_id=t.pair_id,
-                left_item_id=t.left_item,
-                right_item_id=t.right_item,
-                kind=t.kind,
-                repeat_of=t.repeat_of,
-            )
+        conn.execute(_trial.insert(), [
+            {"participant_id": pid, "index": t.index, "pair_id": t.pair_id,
+             "left_item_id": t.left_item, "right_item_id": t.right_item, "kind": t.kind,
+             "repeat_of": t.repeat_of}
             for t in plans
-        )
-        pid = p.id
+        ])
+        conn.execute(update(_part).where(_part.c.id == pid).values(n_trials=len(plans)))
+        return pid
+
+    try:
+        pid = st.db.run_write(create)
+    except TimeoutError:
+        abort(503, description="the server is overloaded; try again in a moment")
     _start_session(pid)
     return redirect(url_for(".trial"), code=303)
 
@@ -277,14 +273,51 @@ def trial():
     )
 
 
-def _resubmission(s, pid: int, index: int, choice: str):
+def _resubmission(conn, pid: int, index: int, choice: str) -> None:
     """An answer for an already answered trial: same choice -> accepted, else 409."""
-    prev = s.scalar(select(Vote.choice).where(Vote.participant_id == pid, Vote.trial_index == index))
+    prev = conn.execute(_PREV_CHOICE, {"pid": pid, "idx": index}).scalar()
     if prev is None:
         abort(409, description="this is not your current trial; reload the page")
     if prev != choice:
         abort(409, description="this trial was already answered differently; reload the page")
-    return None
+
+
+# The answer path is the hot one: Core statements (compiled once, cached by SQLAlchemy),
+# one read of participant + current trial + its validation answer, one insert, one update.
+_CURRENT = (
+    select(
+        _part.c.study_id, _part.c.next_index, _part.c.n_trials, _part.c.excluded,
+        _trial.c.id, _trial.c.pair_id, _trial.c.left_item_id,
+        _trial.c.right_item_id, _trial.c.kind, _pair.c.correct_item_id,
+    )
+    .select_from(
+        _part.outerjoin(
+            _trial,
+            and_(_trial.c.participant_id == _part.c.id, _trial.c.index == _part.c.next_index),
+        ).outerjoin(_pair, _pair.c.id == _trial.c.pair_id)
+    )
+    .where(_part.c.id == bindparam("pid"))
+)
+_PREV_CHOICE = select(_vote.c.choice).where(
+    _vote.c.participant_id == bindparam("pid"), _vote.c.trial_index == bindparam("idx")
+)
+_ADVANCE = (
+    update(_part)
+    # The guard on next_index makes a lost race (another answer got in first) update nothing.
+    .where(_part.c.id == bindparam("pid"), _part.c.next_index == bindparam("idx"))
+    .values(
+        next_index=bindparam("new_next"),
+        last_seen_at=bindparam("now"),
+        excluded=bindparam("new_excluded"),
+        exclusion_reason=case(
+            (and_(bindparam("fail", type_=Boolean), _part.c.exclusion_reason.is_(None)),
+             bindparam("reason")),
+            else_=_part.c.exclusion_reason,
+        ),
+        finished_at=case((bindparam("done", type_=Boolean), bindparam("now")),
+                         else_=_part.c.finished_at),
+    )
+)
 
 
 @participant_bp.post("/trial")
@@ -308,59 +341,51 @@ def answer():
         if isinstance(shown[1], int):
             rt_server = max(0, min(MAX_RT_MS, _now_ms() - shown[1]))
     now = utcnow()
+
+    def store(conn) -> bool:
+        """Check and store the answer; True when it was the last trial. Runs in the writer."""
+        row = conn.execute(_CURRENT, {"pid": pid}).first()
+        if row is None or row.study_id != st.study_id:
+            abort(400, description="unknown participant; start again at /")
+        if index < row.next_index:
+            _resubmission(conn, pid, index, choice)
+            return row.next_index >= row.n_trials
+        if index != row.next_index or index >= row.n_trials or row.id is None:
+            abort(409, description="this is not your current trial; reload the page")
+        chosen = row.left_item_id if choice == "left" else row.right_item_id
+        correct = (chosen == row.correct_item_id) if row.kind == "validation" else None
+        conn.execute(_vote.insert(), {
+            "participant_id": pid, "trial_index": index, "trial_id": row.id,
+            "pair_id": row.pair_id, "left_item_id": row.left_item_id,
+            "right_item_id": row.right_item_id, "choice": choice,
+            "chosen_item_id": chosen, "correct": correct, "rt_ms_client": rt_client,
+            "rt_ms_server": rt_server, "viewport_w": vw, "viewport_h": vh,
+            "created_at": now,
+        })
+        finished = index + 1 >= row.n_trials
+        fail = correct is False
+        advanced = conn.execute(_ADVANCE, {
+            "pid": pid, "idx": index, "new_next": index + 1, "now": now,
+            "new_excluded": bool(row.excluded or fail), "fail": fail,
+            "reason": f"failed validation trial {index + 1}", "done": finished,
+        }).rowcount
+        if advanced != 1:  # someone else answered first; undo ours, judge as a retry
+            raise IntegrityError("next_index moved", None, Exception("race"))
+        return finished
+
     try:
-        with st.db.session_scope(write=True) as s:
-            p = s.get(Participant, pid)
-            if p is None or p.study_id != st.study_id:
-                abort(400, description="unknown participant; start again at /")
-            if index < p.next_index:
-                _resubmission(s, pid, index, choice)
-                finished = p.next_index >= p.n_trials
-            elif index != p.next_index or index >= p.n_trials:
-                abort(409, description="this is not your current trial; reload the page")
-            else:
-                t = s.scalar(select(Trial).where(Trial.participant_id == pid, Trial.index == index))
-                if t is None:
-                    abort(409, description="this is not your current trial; reload the page")
-                chosen = t.left_item_id if choice == "left" else t.right_item_id
-                correct = None
-                if t.kind == "validation":
-                    correct_item = s.scalar(select(Pair.correct_item_id).where(Pair.id == t.pair_id))
-                    correct = chosen == correct_item
-                s.add(
-                    Vote(
-                        participant_id=pid,
-                        trial_index=index,
-                        trial_id=t.id,
-                        pair_id=t.pair_id,
-                        left_item_id=t.left_item_id,
-                        right_item_id=t.right_item_id,
-                        choice=choice,
-                        chosen_item_id=chosen,
-                        correct=correct,
-                        rt_ms_client=rt_client,
-                        rt_ms_server=rt_server,
-                        viewport_w=vw,
-                        viewport_h=vh,
-                        created_at=now,
-                    )
-                )
-                p.next_index = index + 1
-                p.last_seen_at = now
-                if correct is False and not p.excluded:
-                    p.excluded = True
-                    p.exclusion_reason = f"failed validation trial {index + 1}"
-                finished = p.next_index >= p.n_trials
-                if finished:
-                    p.finished_at = now
+        finished = st.db.run_write(store)
+    except TimeoutError:
+        abort(503, description="the server is overloaded; your answer was not stored, send it again")
     except IntegrityError:
-        # A concurrent identical request won the unique constraint (possible on databases
-        # without BEGIN IMMEDIATE, e.g. PostgreSQL); judge this one as a resubmission.
-        with st.db.session_scope() as s:
-            _resubmission(s, pid, index, choice)
-            p = s.get(Participant, pid)
-            finished = p is not None and p.next_index >= p.n_trials
-    session.pop("shown", None)
+        # A concurrent identical request won (the unique constraint, or the guarded update
+        # on databases without BEGIN IMMEDIATE, e.g. PostgreSQL): judge this one as a retry.
+        with st.db.engine.connect() as conn:
+            _resubmission(conn, pid, index, choice)
+            row = conn.execute(_CURRENT, {"pid": pid}).first()
+            finished = row is not None and row.next_index >= row.n_trials
+    if "shown" in session:
+        session.pop("shown")
     return redirect(url_for(".done" if finished else ".trial"), code=303)
 
 
