@@ -225,9 +225,9 @@ def test_conformance_full_pipeline_through_cli(random_weights, tmp_path, case):
 @pytest.mark.slow
 def test_all_neural_methods_run(random_weights):
     rng = np.random.default_rng(3)
-    img = rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)
-    hole = np.zeros((300, 260), bool)
-    hole[100:200, 90:170] = True
+    img = rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)
+    hole = np.zeros((200, 240), bool)
+    hole[60:140, 90:170] = True
     ctx = MethodContext(weights_dir=random_weights)
     outs = {}
     for name in NEURAL:
