@@ -23,12 +23,12 @@ def load_refinement(path: str | Path, device: str = "cpu") -> RefinementNet:
 
 
 def _fresh(cls):
-    """An instance without the random initialisation that loading overwrites anyway."""
+    """An instance on the meta device: no random initialisation (loading replaces it) and
+    no second copy of the weights (the loader adopts the checkpoint's tensors)."""
     import torch
 
     with torch.device("meta"):
-        model = cls()
-    return model.to_empty(device="cpu")
+        return cls()
 
 
 __all__ = [

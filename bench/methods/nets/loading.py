@@ -82,10 +82,15 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], where:
 
 
 def load_into(model: nn.Module, path: str | Path) -> nn.Module:
-    """Strictly load the checkpoint at ``path`` into ``model``; returns ``model`` in eval mode."""
+    """Strictly load the checkpoint at ``path`` into ``model``; returns ``model`` in eval mode.
+
+    ``model`` may live on the ``meta`` device: the loaded tensors are then adopted as its
+    parameters (``assign=True``), so the weights are held in memory once, not twice.
+    """
     state = read_checkpoint(path)
     check_state_dict(model, state, path)
-    model.load_state_dict(state, strict=True)
+    on_meta = any(t.is_meta for t in model.state_dict().values())
+    model.load_state_dict(state, strict=True, assign=on_meta)
     return model.eval()
 
 
