@@ -603,6 +603,8 @@ def _before_request():
 def _after_request(resp: Response) -> Response:
     for k, v in SECURITY_HEADERS.items():
         resp.headers.setdefault(k, v)
+    if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
+        resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     if resp.mimetype == "text/html" or resp.mimetype == "text/csv":
         resp.headers["Cache-Control"] = "no-store"
     return resp
