@@ -83,6 +83,15 @@ def _client_process(port: int, kind: str, threads: int, start_at: float, seconds
     out.put((lat, sum(c[0] for c in counts), sum(c[1] for c in counts)))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def measure(port: int, kind: str, clients: int, seconds: float) -> dict:
     """Drive ``clients`` concurrent clients for ``seconds``; return throughput and latency."""
     procs = min(clients, max(1, (os.cpu_count() or 2)), 4)
@@ -131,9 +140,15 @@ def main(argv: list[str] | None = None) -> int:
                                       args.synchronous),
                                log_path=tmp / "server.log").start()
         try:
+            pid = server.proc.pid
             for clients in levels:
                 base = measure(server.port, "healthz", clients, args.seconds)
+                cpu0 = cpu_seconds(pid)
                 votes = measure(server.port, "vote", clients, args.seconds)
+                # Server CPU per answer (participant starts included): what the numbers
+                # would scale with on a machine not shared with the clients or other jobs.
+                votes["server_cpu_ms_per_answer"] = (cpu_seconds(pid) - cpu0) / max(
+                    votes["ok"], 1) * 1000
                 votes["baseline_healthz_per_s"] = base["per_s"]
                 votes["baseline_p99_ms"] = base["p99_ms"]
                 votes["ratio_vs_healthz"] = votes["per_s"] / base["per_s"]
@@ -142,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"(p50 {votes['p50_ms']:.1f} ms, p99 {votes['p99_ms']:.1f} ms, "
                       f"{votes['errors']} non-303) | healthz baseline {base['per_s']:7.0f} "
                       f"req/s (p99 {base['p99_ms']:.1f} ms) | ratio "
-                      f"{votes['ratio_vs_healthz']:.2f}", flush=True)
+                      f"{votes['ratio_vs_healthz']:.2f} | server CPU "
+                      f"{votes['server_cpu_ms_per_answer']:.2f} ms/answer", flush=True)
         finally:
             server.stop()
     print(f"SQLite synchronous={args.synchronous}, waitress threads={args.workers}, "
