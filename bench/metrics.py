@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -238,17 +239,26 @@ def _ssim_interior(x: np.ndarray, y: np.ndarray, out_map: np.ndarray | None = No
     """Sum of the SSIM map over the interior (radius cropped on every side), in strips.
 
     When ``out_map`` (float32, shape (h - 10, w - 10, 3)) is given the map is written there.
+    Strips run on ``cv2.getNumThreads()`` threads (OpenCV and numpy release the GIL; a strip
+    is too small for OpenCV to parallelise by itself), so ``cv2.setNumThreads(1)`` makes it
+    single-threaded.
     """
     h, w = x.shape[:2]
     r = SSIM_RADIUS
-    total = 0.0
-    for top in range(r, h - r, _STRIP_ROWS):
+
+    def strip_sum(top: int) -> float:
         bottom = min(top + _STRIP_ROWS, h - r)
         strip = _ssim_strip(x[top - r : bottom + r], y[top - r : bottom + r])[:, r : w - r]
-        total += sum(cv2.sumElems(strip)[:3])  # OpenCV accumulates in float64
         if out_map is not None:
             out_map[top - r : bottom - r] = strip
-    return total
+        return sum(cv2.sumElems(strip)[:3])  # OpenCV accumulates in float64
+
+    tops = range(r, h - r, _STRIP_ROWS)
+    workers = min(cv2.getNumThreads(), len(tops))
+    if workers <= 1:
+        return sum(map(strip_sum, tops))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return sum(pool.map(strip_sum, tops))  # map keeps order: a deterministic sum
 
 
 def _check_ssim_size(shape: tuple[int, ...]) -> None:
