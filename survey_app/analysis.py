@@ -43,7 +43,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit
-from scipy.stats import binomtest
+from scipy.stats import binom, binomtest
 
 from bench.errors import UserError
 
@@ -214,8 +214,8 @@ def bootstrap_bt(
 ) -> np.ndarray:
     """Participant-level bootstrap of centred BT log-strengths: ``float64[reps, n_items]``.
 
-    Each replicate draws ``P`` people with replacement (``numpy.random.default_rng(seed)``,
-    multinomial counts), so a person drawn twice counts twice.
+    Each replicate draws ``P`` people with replacement (``numpy.random.default_rng(seed)``),
+    so a person drawn twice counts twice.
     """
     counts, cells, n_people = person_cell_counts(n_items, data, participant, weights)
     if n_people == 0:
@@ -232,8 +232,12 @@ def bootstrap_bt(
 
         starts = tqdm(starts, desc="bootstrap", unit="chunk", leave=False)
     for s in starts:
-        m = rng.multinomial(n_people, np.full(n_people, 1.0 / n_people),
-                            size=min(chunk, reps - s)).astype(np.float64)
+        c = min(chunk, reps - s)
+        # Draw P people with replacement per replicate; count how often each was drawn.
+        picks = rng.integers(0, n_people, size=(c, n_people))
+        picks += np.arange(c)[:, None] * n_people
+        m = np.bincount(picks.ravel(), minlength=c * n_people).reshape(c, n_people)
+        m = m.astype(np.float64)
         rep_counts = np.asarray((counts_t @ m.T).T)
         wins = np.zeros((len(m), n_items * n_items))
         wins[:, cells] = rep_counts
@@ -300,6 +304,13 @@ def _bool_column(series: pd.Series, name: str, where: str) -> np.ndarray:
     return text.isin(_TRUE).to_numpy()
 
 
+def _map_unique(col: pd.Series, fn) -> pd.Series:
+    """Apply ``fn`` once per distinct value (vote tables repeat a few names many times)."""
+    codes, uniques = pd.factorize(col, use_na_sentinel=False)
+    mapped = np.array([fn(u) for u in uniques], dtype=object)
+    return pd.Series(mapped[codes], index=col.index, dtype=object)
+
+
 def unit_of(item: str, level: str, sep: str = "/") -> str:
     """The unit an item counts for: its method (text before the first ``sep``) or itself."""
     if level == "item":
@@ -335,7 +346,7 @@ def tidy_votes(df: pd.DataFrame, where: str = "votes", level: str = "method",
         if out[col].isna().any():
             row = int(np.flatnonzero(out[col].isna().to_numpy())[0])
             raise UserError(f"{where}: column '{col}' is empty on line {row + 2}; fill it in")
-        out[col] = out[col].astype(str).str.strip()
+        out[col] = _map_unique(out[col], lambda x: str(x).strip())
     same = out["left"] == out["right"]
     if same.any():
         row = int(np.flatnonzero(same.to_numpy())[0])
@@ -347,8 +358,8 @@ def tidy_votes(df: pd.DataFrame, where: str = "votes", level: str = "method",
             f"{where}: 'choice' is empty on line {row + 2}; drop unanswered rows or mark "
             "them 'tie'"
         )
-    choice = raw.astype(str).str.strip()
-    low = choice.str.lower()
+    choice = _map_unique(raw, lambda x: str(x).strip())
+    low = _map_unique(choice, str.lower)
     outcome = np.full(len(out), "", dtype=object)
     outcome[(choice == out["right"]).to_numpy() | low.isin(RIGHT_WORDS).to_numpy()] = "right"
     outcome[(choice == out["left"]).to_numpy() | low.isin(LEFT_WORDS).to_numpy()] = "left"
@@ -371,8 +382,8 @@ def tidy_votes(df: pd.DataFrame, where: str = "votes", level: str = "method",
         graded = out["is_validation"] & out["correct"].notna() & (out["correct"] != "")
         wrong = graded & ~_bool_column(out["correct"].where(graded, "true"), "correct", where)
         out["excluded"] = out["participant"].isin(set(out.loc[wrong, "participant"]))
-    out["left_unit"] = [unit_of(s, level, item_sep) for s in out["left"]]
-    out["right_unit"] = [unit_of(s, level, item_sep) for s in out["right"]]
+    for side in ("left", "right"):
+        out[f"{side}_unit"] = _map_unique(out[side], lambda x: unit_of(x, level, item_sep))
     return out
 
 
@@ -456,6 +467,14 @@ def position_bias(tidy: pd.DataFrame) -> dict:
     ci = res.proportion_ci(0.95)
     return {"n": n, "n_left": n_left, "share_left": n_left / n, "p_value": float(res.pvalue),
             "ci_low": float(ci.low), "ci_high": float(ci.high)}
+
+
+def _binom_two_sided_half(k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Two-sided binomial test p-value for p = 1/2 (vectorised ``binomtest``)."""
+    k = np.asarray(k)
+    n = np.asarray(n)
+    tail = np.minimum(binom.cdf(k, n, 0.5), binom.sf(k - 1, n, 0.5))
+    return np.minimum(1.0, 2.0 * tail)
 
 
 def _cyclic_triads(dom: np.ndarray) -> int:
@@ -552,18 +571,25 @@ def per_person_checks(tidy: pd.DataFrame, items: list[str], theta: np.ndarray) -
     # Circular triads per person, on their own votes at unit level.
     ul, ur = _unit_codes(v)
     score = _vote_score(oc)
-    order = np.argsort(pc, kind="stable")
-    bounds = np.searchsorted(pc[order], np.arange(n_p + 1))
-    triads = np.zeros(n_p, dtype=int)
-    for p in range(n_p):
-        idx = order[bounds[p]:bounds[p + 1]]
-        idx = idx[ul[idx] != ur[idx]]
-        triads[p] = _triads_from_arrays(ul[idx], ur[idx], score[idx])
+    n_units = int(max(ul.max(initial=-1), ur.max(initial=-1))) + 1
+    if n_p * n_units * n_units <= 20_000_000:
+        # All people at once: per-person net-win matrices, D^3 traces by batched matmul.
+        net = np.zeros((n_p, n_units, n_units))
+        np.add.at(net, (pc, ul, ur), score)
+        np.add.at(net, (pc, ur, ul), -score)
+        dom = (net > 0).astype(np.float64)
+        triads = np.rint(np.einsum("pii->p", dom @ dom @ dom) / 3).astype(int)
+    else:
+        order = np.argsort(pc, kind="stable")
+        bounds = np.searchsorted(pc[order], np.arange(n_p + 1))
+        triads = np.zeros(n_p, dtype=int)
+        for p in range(n_p):
+            idx = order[bounds[p]:bounds[p + 1]]
+            idx = idx[ul[idx] != ur[idx]]
+            triads[p] = _triads_from_arrays(ul[idx], ur[idx], score[idx])
     excluded = np.bincount(pc, weights=v["excluded"].to_numpy(), minlength=n_p) > 0
-    side_p = [float(binomtest(int(k), int(n), 0.5).pvalue) if n else math.nan
-              for k, n in zip(n_left, n_dec, strict=True)]
-    agree_p = [float(binomtest(int(k), int(n), 0.5, alternative="greater").pvalue) if n
-               else math.nan for k, n in zip(n_agree, n_inf, strict=True)]
+    side_p = np.where(n_dec > 0, _binom_two_sided_half(n_left, n_dec), np.nan)
+    agree_p = np.where(n_inf > 0, binom.sf(n_agree - 1, n_inf, 0.5), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         share_left = np.where(n_dec > 0, n_left / np.maximum(n_dec, 1), np.nan)
         agreement = np.where(n_inf > 0, n_agree / np.maximum(n_inf, 1), np.nan)
@@ -798,8 +824,8 @@ def analyse_votes(
     people = per_person_checks(tidy, items, theta)
     images = None
     if level == "method":
-        imgs = {s.split(item_sep, 1)[1] for s in pd.concat([tidy["left"], tidy["right"]])
-                if item_sep and item_sep in s}
+        names = pd.unique(pd.concat([tidy["left"], tidy["right"]]))
+        imgs = {s.split(item_sep, 1)[1] for s in names if item_sep and item_sep in s}
         images = sorted(imgs) or None
     agreement = (metric_agreement(items, theta, boot, metrics, level, resolution, images,
                                   item_sep) if metrics is not None else None)

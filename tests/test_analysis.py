@@ -484,3 +484,12 @@ def test_fit_a_study_collected_by_the_site(tmp_path):
     report = (out / "report.txt").read_text()
     assert f"participants: {n_people} (2 excluded, {n_people - 2} in the fit)" in report
     assert "repeated pairs:" in report and "none in the data" not in report
+
+
+def test_vectorised_binomial_p_values_equal_scipy_binomtest():
+    from scipy.stats import binomtest
+
+    for n in (1, 2, 7, 23, 25):
+        k = np.arange(n + 1)
+        ref = [binomtest(int(x), n, 0.5).pvalue for x in k]
+        assert np.allclose(A._binom_two_sided_half(k, np.full_like(k, n)), ref, rtol=1e-10)
