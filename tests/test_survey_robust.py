@@ -56,10 +56,7 @@ values = st.one_of(text, st.integers(-10**20, 10**20).map(str), st.just(""),
 forms = st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=10)), values,
                         max_size=8)
 
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])
-@given(
+_REQUESTS = dict(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"]),
     base=st.sampled_from(ENDPOINTS),
     suffix=st.one_of(st.just(""), path_segment),
@@ -75,8 +72,11 @@ forms = st.dictionaries(st.one_of(st.sampled_from(FIELDS), st.text(max_size=10))
                                   "multipart/form-data; boundary=x"]),
     raw=st.one_of(st.none(), st.binary(max_size=2000)),
 )
-def test_random_requests_never_5xx(app, started, method, base, suffix, query, form,
-                                   use_session, good_csrf, auth, content_type, raw):
+_SLOW_CHECKS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+def _one_request(app, started, method, base, suffix, query, form, use_session, good_csrf,
+                 auth, content_type, raw):
     client, token = started if use_session else (app.test_client(), None)
     path = urllib.parse.quote(base + suffix, safe="/%")
     if query:
@@ -95,6 +95,19 @@ def test_random_requests_never_5xx(app, started, method, base, suffix, query, fo
         kwargs["data"] = form
     with client.open(path, method=method, **kwargs) as resp:
         assert resp.status_code < 500, (method, path, resp.status_code)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=_SLOW_CHECKS)
+@given(**_REQUESTS)
+def test_random_requests_never_5xx(app, started, **kw):
+    _one_request(app, started, **kw)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, deadline=None, suppress_health_check=_SLOW_CHECKS)
+@given(**_REQUESTS)
+def test_many_random_requests_never_5xx(app, started, **kw):
+    _one_request(app, started, **kw)
 
 
 def test_oversized_body_is_refused(app, started):
