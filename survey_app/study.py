@@ -376,7 +376,7 @@ def load_study(folder: str | Path) -> StudySpec:
         items, pairs = list(doc["items"]), list(doc["pairs"])
         keys = set()
         for it in items:
-            if not _FILE_RE.match(str(it["file"])):
+            if not _FILE_RE.fullmatch(str(it["file"])):
                 raise UserError(f"{path}: item {it['key']!r} has a bad file name {it['file']!r}")
             if not (folder / "images" / it["file"]).is_file():
                 raise UserError(f"{folder / 'images' / it['file']}: missing; recreate the study")

@@ -127,7 +127,7 @@ def index():
     for name in EXTERNAL_ID_PARAMS:
         if name in request.args:
             ext = request.args.get(name, "")
-            if not EXTERNAL_ID_RE.match(ext):
+            if not EXTERNAL_ID_RE.fullmatch(ext):
                 abort(400, description=f"{name}: use 1-64 letters, digits, '.', '_' or '-'")
             break
     st = state()
@@ -190,7 +190,7 @@ def start():
     if request.form.get("consent") != "yes":
         abort(400, description="please tick the consent box to take part")
     ext = request.form.get("external_id") or None
-    if ext is not None and not EXTERNAL_ID_RE.match(ext):
+    if ext is not None and not EXTERNAL_ID_RE.fullmatch(ext):
         abort(400, description="external_id: use 1-64 letters, digits, '.', '_' or '-'")
     if _load_participant() is not None:
         return redirect(url_for(".trial"), code=303)

@@ -161,6 +161,7 @@ def test_bad_input_is_400_not_500(app):
         r = client.post("/trial", data={"csrf_token": token, **form})
         assert r.status_code == 400, form
     assert client.get("/?pid=../../etc").status_code == 400
+    assert client.get("/?pid=abc%0A").status_code == 400  # no trailing newline sneaks in
     assert client.post("/start", data={"csrf_token": token}).status_code in (303, 400)
 
 
@@ -297,6 +298,8 @@ def test_cli_create_serve_args_and_export(tmp_path, monkeypatch):
     assert cli_main(["survey", "create", "--run", str(run), "--resolution", "128",
                      "--out", str(study)]) == 2  # exists
     assert cli_main(["survey", "export", str(study), "--out", str(tmp_path / "v.csv")]) == 2
+    assert cli_main(["survey", "serve", str(tmp_path / "missing")]) == 2
+    assert cli_main(["survey", "serve", str(study), "--db", "nosuchdb://x"]) == 2
     app = create_app({"STUDY_DIR": str(study), "SECRET_KEY": "s" * 40})
     client = app.test_client()
     token = _start(client)
