@@ -17,7 +17,7 @@ from bench.errors import UserError
 from bench.masks import centre_square_mask
 from bench.resize import resize_nearest
 
-SSIM_TOL = 1e-6  # the brief asks for 1e-4; the float32 implementation stays below 5e-7
+SSIM_TOL = 1e-7  # the brief asks for 1e-4; measured errors are ~1e-9 to 3e-8
 
 
 def ref_ssim(out: np.ndarray, gt: np.ndarray, full: bool = False):
