@@ -131,6 +131,17 @@ def test_ssim_map_matches_skimage_full_map():
     assert interior == pytest.approx(ref_mean, abs=SSIM_TOL)
 
 
+def test_views_are_accepted():
+    """Non-contiguous views (channel-reversed, transposed, cropped) give the same numbers."""
+    gt = natural_ish(60, 60, np.random.default_rng(4))
+    for view in (gt[..., ::-1], gt.transpose(1, 0, 2), gt[::-1, 3:63 - 3][:, ::-1][:54]):
+        copy = np.ascontiguousarray(view)
+        ref = np.ascontiguousarray(gt[: view.shape[0], : view.shape[1]])
+        assert metrics.ssim(view, ref) == metrics.ssim(copy, ref)
+        assert metrics.ssim(view, ref) == pytest.approx(ref_ssim(copy, ref), abs=SSIM_TOL)
+        assert metrics.l1(view, ref) == metrics.l1(copy, ref)
+
+
 def test_ssim_needs_11_pixels():
     img = np.zeros((10, 40, 3), np.uint8)
     with pytest.raises(ValueError, match="at least 11x11"):
