@@ -169,8 +169,10 @@ def dfnet_coarse(net, image: np.ndarray, hole: np.ndarray, device: str = "cpu",
     """The published coarse stage: uint8 RGB [new_h, new_w, 3] (see :func:`fit_geometry`).
 
     ``net``: a DFNet-like module, ``net(masked_bgr, known)`` returning a list whose first
-    item is float[1, 3, 512, 512] BGR in [0, 1]. ``image``: uint8[H, W, 3] RGB (padded,
-    hole zeroed); ``hole``: bool[H, W]. The float steps follow the published code's order
+    item is float[1, 3, 512, 512] BGR in [0, 1]; its ``first_output(masked_bgr, known)``
+    is used instead when present (it skips work whose result the composite discards).
+    ``image``: uint8[H, W, 3] RGB (padded, hole zeroed); ``hole``: bool[H, W]. The float
+    steps follow the published code's order
     (float32 ``/255``, ``1 - mask``, composite, ``×255``, truncation) so the result matches
     its output bit for bit when the convolutions do. ``native_conv`` runs the CPU
     convolutions with PyTorch's own (im2col + GEMM) kernels instead of oneDNN: that is
@@ -199,7 +201,11 @@ def _dfnet_canvas(net, canvas: np.ndarray, device: str) -> np.ndarray:
     with torch.inference_mode():
         t = torch.from_numpy(canvas).to(device).permute(2, 0, 1).unsqueeze(0).float().div(255)
         img, known = t[:, :3], 1 - t[:, 3:]
-        pred = net(img * known, known)[0]
+        masked = img * known
+        if hasattr(net, "first_output"):
+            pred = net.first_output(masked, known)
+        else:
+            pred = net(masked, known)[0]
         comp = img * known + pred * (1 - known)
         u8 = comp.mul(255).to(torch.uint8)  # truncation toward zero, as ``.byte()``
         return u8[0].permute(1, 2, 0).cpu().numpy()

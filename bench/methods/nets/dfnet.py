@@ -6,6 +6,12 @@ shapes are those of ``../shared/reference/dfnet_state_dict.tsv`` (215 entries,
 BGR in [0, 1] already multiplied by ``known`` float[B, 1, H, W] (1 = known); H and W
 multiples of 256. Returns the six fusion results, finest first; item 0 is float[B, 3, H, W]
 BGR in [0, 1].
+
+:meth:`DFNet.first_output` computes only that first item (the fusion results do not feed
+the decoder, so the coarser five are not needed for it) and, in ``eval()`` mode, runs the
+four finest decoder levels and the last fusion block only over the hole's bounding box:
+the pipeline composites ``image·known + output·(1 − known)``, so outside the hole the
+output's value is never used (there it returns the masked image).
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DecoderBlock, EncoderBlock, SameConv
+from .layers import (
+    DecoderBlock,
+    EncoderBlock,
+    SameConv,
+    border_pad,
+    decode_region,
+    expand_box,
+    hole_box,
+)
 
 ENC_KERNELS = (7, 5, 5, 3, 3, 3, 3, 3)
 ENC_CHANNELS = (64, 128, 256, 512, 512, 512, 512, 512)
@@ -57,6 +71,21 @@ class FusionBlock(nn.Module):
         alpha = self.blend(torch.cat([image, raw], dim=1))
         return alpha * raw + (1 - alpha) * image
 
+    def forward_region(self, image: torch.Tensor, feature: torch.Tensor, box, h: int, w: int):
+        """The result over ``box`` only, at a level of the image's own size ``h``×``w``.
+
+        ``image`` and ``feature`` cover ``expand_box(box, 1, h, w)`` (the margin the 3×3
+        blend conv needs); per pixel the same operations as :meth:`forward`.
+        """
+        b = self.blend.blend
+        raw = self.map2img(feature)
+        z = b[2](b[1](b[0](torch.cat([image, raw], dim=1))))
+        z = b[5](b[4](b[3].valid(border_pad(z, box, h, w))))
+        alpha = b[7](b[6](z))
+        e = expand_box(box, 1, h, w)
+        inner = (..., slice(box[0] - e[0], box[1] - e[0]), slice(box[2] - e[2], box[3] - e[2]))
+        return alpha * raw[inner] + (1 - alpha) * image[inner]
+
 
 class DFNet(nn.Module):
     def __init__(self, in_channels: int = 4):
@@ -76,6 +105,7 @@ class DFNet(nn.Module):
             self.add_module(f"de_{j}", block)
         for j in range(N_FUSE):  # fuse_j follows de_j
             self.add_module(f"fuse_{j}", FusionBlock(feats[j]))
+        self.roi = True  # first_output decodes only the hole's bounding box in eval mode
 
     def forward(self, masked_image: torch.Tensor, known: torch.Tensor) -> list[torch.Tensor]:
         x = torch.cat([masked_image, known], dim=1)
@@ -90,3 +120,27 @@ class DFNet(nn.Module):
             if j < N_FUSE:
                 results.append(getattr(self, f"fuse_{j}")(masked_image, out))
         return results[::-1]
+
+    def first_output(self, masked_image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """``forward(...)[0]`` inside the hole (``known < 1``); see the module docstring."""
+        x = torch.cat([masked_image, known], dim=1)
+        feats = [x]
+        for i in range(len(ENC_CHANNELS)):
+            feats.append(getattr(self, f"en_{i}")(feats[-1]))
+        blocks = [getattr(self, f"de_{7 - i}") for i in range(len(ENC_CHANNELS))]
+        skips = feats[-2::-1]
+        h, w = x.shape[-2:]
+        box = hole_box(1 - known) if (self.roi and not self.training) else None
+        if box is None or box == (0, h, 0, w):
+            out = feats[-1]
+            for block, skip in zip(blocks, skips, strict=True):
+                out = block(out, skip)
+            return self.fuse_0(masked_image, out)
+        e = expand_box(box, 1, h, w)
+        feature = decode_region(blocks, feats[-1], skips, e)
+        del feats, skips
+        part = self.fuse_0.forward_region(masked_image[..., e[0]:e[1], e[2]:e[3]], feature,
+                                          box, h, w)
+        out = masked_image.clone()
+        out[..., box[0]:box[1], box[2]:box[3]] = part
+        return out

@@ -86,6 +86,31 @@ class DecoderBlock(nn.Module):
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open, in one level's pixels
 
 
+def hole_box(hole: torch.Tensor) -> Box | None:
+    """Bounding box of ``hole > 0`` (float[B, 1, H, W]) over the batch; None if empty."""
+    any_hole = (hole > 0).flatten(0, 1).any(dim=0)
+    rows = torch.nonzero(any_hole.any(dim=1)).flatten()
+    if rows.numel() == 0:
+        return None
+    cols = torch.nonzero(any_hole.any(dim=0)).flatten()
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def expand_box(box: Box, margin: int, h: int, w: int) -> Box:
+    """``box`` grown by ``margin`` on every side, clipped to an ``h``×``w`` level."""
+    y0, y1, x0, x1 = box
+    return max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)
+
+
+def border_pad(x: torch.Tensor, box: Box, h: int, w: int) -> torch.Tensor:
+    """Zero-pad ``x`` (covering ``expand_box(box, 1, h, w)``) on the sides where that
+    expansion was clipped, so a 3×3 unpadded conv gives ``box`` with the full image's
+    zero-padding semantics."""
+    y0, y1, x0, x1 = box
+    pad = (int(x0 == 0), int(x1 == w), int(y0 == 0), int(y1 == h))
+    return F.pad(x, pad) if any(pad) else x
+
+
 def region_chain(box: Box, sizes: list[tuple[int, int]]) -> list[Box]:
     """Regions each decoder level must produce so the finest level covers ``box``.
 
@@ -96,9 +121,7 @@ def region_chain(box: Box, sizes: list[tuple[int, int]]) -> list[Box]:
     """
     regions = [box]
     for level in range(len(sizes) - 1):
-        y0, y1, x0, x1 = regions[-1]
-        h, w = sizes[level]
-        ey0, ey1, ex0, ex1 = max(0, y0 - 1), min(h, y1 + 1), max(0, x0 - 1), min(w, x1 + 1)
+        ey0, ey1, ex0, ex1 = expand_box(regions[-1], 1, *sizes[level])
         regions.append((ey0 // 2, (ey1 + 1) // 2, ex0 // 2, (ex1 + 1) // 2))
     return regions
 
@@ -127,14 +150,11 @@ def decode_region(
         if (y0, y1, x0, x1) == (0, h, 0, w) and below_full:
             below = block(below, skips[i])
         else:
-            ey0, ey1, ex0, ex1 = max(0, y0 - 1), min(h, y1 + 1), max(0, x0 - 1), min(w, x1 + 1)
+            ey0, ey1, ex0, ex1 = expand_box((y0, y1, x0, x1), 1, h, w)
             up = F.interpolate(below, scale_factor=2, mode="nearest")
             oy, ox = 2 * below_box[0], 2 * below_box[2]  # level coords of up[0, 0]
             up = up[..., ey0 - oy : ey1 - oy, ex0 - ox : ex1 - ox]
             x = torch.cat([up, skips[i][..., ey0:ey1, ex0:ex1]], dim=1)
-            pad = (int(x0 == 0), int(x1 == w), int(y0 == 0), int(y1 == h))
-            if any(pad):
-                x = F.pad(x, pad)
-            below = block.forward_valid(x)
+            below = block.forward_valid(border_pad(x, (y0, y1, x0, x1), h, w))
         below_box = (y0, y1, x0, x1)
     return below

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DecoderBlock, EncoderBlock, SameConv, decode_region
+from .layers import DecoderBlock, EncoderBlock, SameConv, decode_region, hole_box
 
 ENC_KERNELS = (7, 5, 5, 3, 3, 3, 3, 3)
 ENC_CHANNELS = (96, 192, 384, 512, 512, 512, 512, 512)
@@ -49,7 +49,7 @@ class RefinementNet(nn.Module):
             feats.append(getattr(self, f"en{i + 1}")(feats[-1]))
         bottom, skips = feats[-1], feats[-2::-1]
         blocks = [getattr(self, f"de{i + 1}") for i in range(len(ENC_CHANNELS))]
-        box = _hole_box(mask) if (self.roi and not self.training) else None
+        box = hole_box(mask) if (self.roi and not self.training) else None
         h, w = x.shape[-2:]
         if box is None or box == (0, h, 0, w):
             out = bottom
@@ -65,12 +65,3 @@ class RefinementNet(nn.Module):
         result[..., y0:y1, x0:x1] = m * pred + (1 - m) * x[:, 1:4, y0:y1, x0:x1]
         return result
 
-
-def _hole_box(mask: torch.Tensor) -> tuple[int, int, int, int] | None:
-    """Bounding box (y0, y1, x0, x1) of ``mask > 0`` over the batch; None if empty."""
-    any_hole = (mask > 0).flatten(0, 1).any(dim=0)
-    rows = torch.nonzero(any_hole.any(dim=1)).flatten()
-    if rows.numel() == 0:
-        return None
-    cols = torch.nonzero(any_hole.any(dim=0)).flatten()
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
