@@ -170,3 +170,25 @@ def test_refinement_loader_rejects_dfnet_file(tmp_path):
     assert "does not fit RefinementNet" in msg
     assert "missing keys: 109 (en1.encode.0.conv.1.weight" in msg
     assert "unexpected keys: 215 (en_0.encode.0.conv.1.weight" in msg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hole_at", [(100, 180, 60, 150), (0, 40, 200, 256)])
+def test_dfnet_first_output_equals_forward_in_the_hole(hole_at):
+    torch.manual_seed(2)
+    net = DFNet().eval()
+    img = torch.rand(1, 3, 256, 256)
+    known = torch.ones(1, 1, 256, 256)
+    y0, y1, x0, x1 = hole_at
+    known[..., y0:y1, x0:x1] = 0
+    with torch.inference_mode():
+        first = net.first_output(img * known, known)
+        full = net(img * known, known)
+        net.roi = False
+        no_roi = net.first_output(img * known, known)
+    assert len(full) == 6 and full[0].shape == (1, 3, 256, 256)
+    assert [t.shape[-1] for t in full] == [256, 128, 64, 32, 16, 8]
+    hole = known == 0
+    torch.testing.assert_close(first[hole.expand_as(first)], full[0][hole.expand_as(first)],
+                               rtol=0, atol=2e-6)
+    assert torch.equal(no_roi, full[0])
