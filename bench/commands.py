@@ -8,8 +8,9 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .datasets import PROTOCOL_RESOLUTIONS, PrepareSpec, prepare
-from .report import FORMATS, TABLE_METRICS
+# Library modules are imported inside the handlers so that `hrbench --help` is instant.
+from .protocol import DEFAULT_HOLE_FRACTION, PROTOCOL_RESOLUTIONS
+from .protocol import TABLE_FORMATS as FORMATS
 
 log = logging.getLogger("hrbench")
 
@@ -22,10 +23,12 @@ def _add_protocol_args(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="how photos are reduced to N×N (paper: nearest)")
     p.add_argument("--mask", default=d("centre"), metavar="centre|DIR",
                    help="'centre' square hole, or a folder of masks (DIR/<N>/<stem>.png or DIR/<stem>.png)")
-    p.add_argument("--hole-fraction", type=float, default=d(1 / 3), help="centre hole side / N (default 1/3)")
+    p.add_argument("--hole-fraction", type=float, default=d(DEFAULT_HOLE_FRACTION), help="centre hole side / N (default 1/3)")
 
 
 def cmd_prepare(args) -> int:
+    from .datasets import PrepareSpec, prepare
+
     spec = PrepareSpec(tuple(args.resolutions), args.resize, args.mask, args.hole_fraction)
     rep = prepare(Path(args.images), Path(args.out), spec)
     for s in rep.skipped:
@@ -55,9 +58,13 @@ def cmd_run(args) -> int:
     if args.no_outputs:
         cfg.save_outputs = False
     summary = run(cfg.checked(), progress=not args.quiet)
+    from .io import write_text
     from .report import table
 
-    print(table(summary.run_dir, "md"))
+    if summary.n_ok + summary.n_reused:
+        text = table(summary.run_dir, "md")
+        write_text(summary.run_dir / "table.md", text)
+        print(text)
     print(f"run folder: {summary.run_dir}  ({summary.n_ok} items done, {summary.n_reused} reused, "
           f"{summary.n_failed} failed, {summary.wall_s:.1f} s)", file=sys.stderr)
     for name, reason in summary.skipped_methods.items():
@@ -70,7 +77,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .report import table
+    from .report import TABLE_METRICS, table
 
     metrics = tuple(args.metrics) if args.metrics else TABLE_METRICS
     text = table(args.run, args.format, metrics, ci=args.ci)
@@ -119,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default results/sample-run); rerunning resumes it")
     _add_protocol_args(p, defaults=False)
     p.add_argument("--metric-size", type=int, help="downsample (nearest) to M×M before scoring")
-    p.add_argument("--jobs", type=int, help="worker processes (default 1)")
+    p.add_argument("--jobs", type=int, help="worker processes (default 0 = one per CPU core, at most 4)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="for neural methods (default auto)")
     p.add_argument("--weights-dir", help="folder with checkpoints (see `hrbench weights`)")
     p.add_argument("--seed", type=int, help="seed for randomised methods (default 0)")

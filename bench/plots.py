@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .io import read_image, read_mask  # noqa: E402
 from .masks import hole_bbox  # noqa: E402
-from .report import LABELS, LOWER_IS_BETTER, method_order, load_run, summarize  # noqa: E402
+from .report import LABELS, LOWER_IS_BETTER, load_run, method_order, summarize  # noqa: E402
 
 log = logging.getLogger(__name__)
 MARKERS = "osD^v<>pPX*h"

@@ -17,13 +17,13 @@ import pandas as pd
 from scipy import stats
 
 from .errors import UserError
+from .protocol import TABLE_FORMATS as FORMATS
 
 TABLE_METRICS = ("l1", "psnr", "ssim")
 LOWER_IS_BETTER = {"l1", "hole_l1", "lpips"}
 LABELS = {"l1": "L1", "psnr": "PSNR", "ssim": "SSIM", "hole_l1": "hole L1", "hole_psnr": "hole PSNR",
           "lpips": "LPIPS"}
 DIGITS = {"l1": 3, "psnr": 3, "ssim": 3, "hole_l1": 2, "hole_psnr": 2, "lpips": 4}
-FORMATS = ("md", "csv", "latex")
 
 
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:

@@ -38,11 +38,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import __version__
-from .datasets import PROTOCOL_RESOLUTIONS, PrepareSpec, prepare, sample_dir
+from .datasets import PrepareSpec, prepare, sample_dir
 from .errors import MethodUnavailable, UserError
 from .io import read_image, read_mask, write_image, write_json, write_text
 from .memory import PeakRSS
 from .methods import MethodContext, create, default_methods, unavailable_reason
+from .protocol import DEFAULT_HOLE_FRACTION, PROTOCOL_RESOLUTIONS
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ class RunConfig:
     resolutions: list[int] = field(default_factory=lambda: list(PROTOCOL_RESOLUTIONS))
     resize: str = "nearest"
     mask: str = "centre"
-    hole_fraction: float = 1 / 3
+    hole_fraction: float = DEFAULT_HOLE_FRACTION
     metric_size: int | None = None
-    jobs: int = 1
+    jobs: int = 0  # worker processes; 0 = one per CPU core (at most 4)
     device: str = "auto"
     weights_dir: str | None = None
     seed: int = 0
@@ -104,8 +105,8 @@ class RunConfig:
             self.metric_size = None if self.metric_size in (None, 0) else int(self.metric_size)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{where}: bad value ({exc}); resolutions, jobs, seed, metric_size are integers") from None
-        if self.jobs < 1:
-            raise UserError(f"{where}: jobs must be >= 1, got {self.jobs}")
+        if self.jobs < 0:
+            raise UserError(f"{where}: jobs must be >= 1 (or 0 for one per core), got {self.jobs}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"{where}: device must be auto, cpu or cuda, got {self.device!r}")
         if self.metric_size is not None and self.metric_size < 16:
@@ -319,6 +320,7 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     if not cfg.methods:
         cfg.methods = default_methods()
     device = resolve_device(cfg.device)
+    jobs = cfg.jobs or min(os.cpu_count() or 1, 4)
     context = MethodContext(
         device=device, weights_dir=Path(cfg.weights_dir) if cfg.weights_dir else None, seed=cfg.seed
     )
@@ -373,15 +375,15 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     n_ok = n_failed = 0
     bar = tqdm(total=len(tasks), desc="run", unit="item", disable=not progress, dynamic_ncols=True)
     try:
-        if cfg.jobs == 1 or len(tasks) <= 1:
+        if jobs == 1 or len(tasks) <= 1:
             for task in tasks:
                 bar.set_postfix_str(f"{task.method} {task.resolution} {task.image[:20]}")
                 rec = run_task(task)
                 n_ok, n_failed = _tally(rec, n_ok, n_failed, bar)
         else:
-            threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
+            threads = max(1, (os.cpu_count() or 1) // jobs)
             ctx = mp.get_context("spawn")  # forking after torch/OpenCV threads start is unsafe
-            with cf.ProcessPoolExecutor(cfg.jobs, mp_context=ctx, initializer=_worker_init,
+            with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
                                         initargs=(threads,)) as pool:
                 futures = [pool.submit(run_task, t) for t in tasks]
                 for fut in cf.as_completed(futures):

@@ -11,14 +11,18 @@ import json
 import logging
 import math
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from bench.errors import UserError
 from bench.io import write_json, write_text
 
-from . import analysis, plots, simulate
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from . import analysis
+
+# numpy, pandas, matplotlib and the analysis modules are imported inside the functions that
+# use them, so that registering these commands keeps `hrbench` start-up fast.
 
 log = logging.getLogger("hrbench.survey")
 
@@ -139,6 +143,11 @@ def text_report(res: analysis.StudyAnalysis, source: str) -> str:
 
 
 def write_fit_outputs(res: analysis.StudyAnalysis, out: Path, source: str) -> list[Path]:
+    import numpy as np
+    import pandas as pd
+
+    from . import plots
+
     """Write tables, charts, checks and the report under ``out``; return the paths."""
     out.mkdir(parents=True, exist_ok=True)
     unit = res.settings["level"]
@@ -191,6 +200,8 @@ def _study_config(source: Path) -> dict:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from . import analysis
+
     source = Path(args.source)
     votes = analysis.read_votes(source)
     cfg = _study_config(source)
@@ -231,6 +242,10 @@ def _parse_participants(values: list[str]) -> list[int]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import plots, simulate
+
     if args.scores is None:
         k = args.methods or 5
         scores = list(np.linspace(0.5, -0.5, k))

@@ -1,4 +1,4 @@
-"""The pairwise-voting site (Flask). ``create_app(config)`` is the application factory.
+"""The application factory of the voting site: ``create_app(config)``.
 
 Configuration (a mapping passed to :func:`create_app`; the environment fills what is absent):
 

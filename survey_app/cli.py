@@ -61,7 +61,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import waitress
 
-    from . import create_app
+    from .app import create_app
     from .security import ADMIN_ENV, ADMIN_FILE, SECRET_ENV, SECRET_FILE, ensure_secret
     from .study import load_study
 

@@ -43,7 +43,7 @@ from sqlalchemy import Boolean, and_, bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from . import SurveyState
+from .app import SurveyState
 from .assign import plan_trials
 from .models import Pair, Participant, Trial, Vote, utcnow
 from .security import (

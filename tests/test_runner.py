@@ -61,7 +61,7 @@ def _run(args, capsys):
 def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
     run = tmp_path / "run"
     code, out, err = _run(["run", "--images", str(photo_dir), "--out", str(run), "--resolutions", "32", "64",
-                           "--methods", "test-mean", "test-missing-weights", "--no-lpips", "-q"], capsys)
+                           "--methods", "test-mean", "test-missing-weights", "--no-lpips", "-q", "--jobs", "1"], capsys)
     assert code == 0, err
     assert "| test-mean |" in out and "32 px (n=3)" in out and "64 px (n=2)" in out
     assert "test-missing-weights: skipped — weights missing" in out
@@ -95,7 +95,7 @@ def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
 def test_failing_item_is_recorded_and_run_goes_on(photo_dir, tmp_path, capsys):
     run = tmp_path / "run"
     code, out, err = _run(["run", "--images", str(photo_dir), "--out", str(run), "--resolutions", "32",
-                           "--methods", "test-fail-img1", "--no-lpips", "-q"], capsys)
+                           "--methods", "test-fail-img1", "--no-lpips", "-q", "--jobs", "1"], capsys)
     assert code == 1 and "1 items failed" in err
     items = pd.read_csv(run / "items.csv").set_index("image")
     assert items.loc["img1", "status"] == "failed" and "simulated crash" in items.loc["img1", "error"]
@@ -131,7 +131,7 @@ def test_config_file_and_flags_override(photo_dir, tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[run]\nimages = "{photo_dir}"\nmethods = ["test-mean"]\nresolutions = [64]\nlpips = false\n')
     code, out, err = _run(["run", "--config", str(cfg), "--resolutions", "32", "--out", str(tmp_path / "r"),
-                           "-q"], capsys)
+                           "-q", "--jobs", "1"], capsys)
     assert code == 0, err
     assert set(pd.read_csv(tmp_path / "r" / "items.csv").resolution) == {32}
 
@@ -156,12 +156,13 @@ SLOW_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_redoes_nothing_and_leaves_no_torn_rows(photo_dir, tmp_path):
     script = tmp_path / "slow.py"
     script.write_text(SLOW_SCRIPT)
     run = tmp_path / "run"
     args = [sys.executable, str(script), "run", "--images", str(photo_dir), "--out", str(run),
-            "--resolutions", "16", "24", "32", "40", "--methods", "slow-mean", "--no-lpips", "-q"]
+            "--resolutions", "16", "24", "32", "40", "--methods", "slow-mean", "--no-lpips", "-q", "--jobs", "1"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = run / "records" / "slow-mean"
@@ -184,3 +185,12 @@ def test_resume_after_kill_9_redoes_nothing_and_leaves_no_torn_rows(photo_dir, t
     metrics = pd.read_csv(run / "metrics.csv")
     assert len(metrics) == 12 * metrics.metric.nunique()
     assert not list(run.rglob(".*.tmp")) and not list(run.rglob(".*.png.*"))
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_results_as_serial(photo_dir, tmp_path, capsys):
+    base = ["run", "--images", str(photo_dir), "--resolutions", "32", "--methods", "telea", "ns", "--no-lpips", "-q"]
+    assert _run([*base, "--out", str(tmp_path / "a"), "--jobs", "1"], capsys)[0] == 0
+    assert _run([*base, "--out", str(tmp_path / "b"), "--jobs", "2"], capsys)[0] == 0
+    a, b = (pd.read_csv(tmp_path / x / "metrics.csv") for x in "ab")
+    pd.testing.assert_frame_equal(a, b)
