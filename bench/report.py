@@ -23,6 +23,11 @@ TABLE_METRICS = ("l1", "psnr", "ssim")
 LOWER_IS_BETTER = {"l1", "hole_l1", "lpips"}
 LABELS = {"l1": "L1", "psnr": "PSNR", "ssim": "SSIM", "hole_l1": "hole L1", "hole_psnr": "hole PSNR",
           "lpips": "LPIPS"}
+METRIC_NOTE = (
+    "L1: mean absolute error on 0–255 over all pixels and channels; PSNR: data range 255; SSIM: Gaussian "
+    "window σ = 1.5, K1 = 0.01, K2 = 0.03, population covariance, per channel then averaged (= scikit-image); "
+    "full conventions in run.json."
+)
 DIGITS = {"l1": 3, "psnr": 3, "ssim": 3, "hole_l1": 2, "hole_psnr": 2, "lpips": 4}
 
 
@@ -81,7 +86,8 @@ def build_table(df: pd.DataFrame, info: dict | None = None, metrics=TABLE_METRIC
             vals = [v for v in vals if np.isfinite(v[0])]
             if vals:
                 best[(n, m)] = (min if m in LOWER_IS_BETTER else max)(vals)[1]
-    header = [(f"{n} px" + (f" (n={max_n[n]})" if uniform_n[n] else ""), [
+    all_uniform = all(uniform_n.values()) and len(set(max_n.values())) == 1
+    header = [(f"{n}" + (f" (n={max_n[n]})" if uniform_n[n] and not all_uniform else ""), [
         LABELS.get(m, m) + (" ↓" if m in LOWER_IS_BETTER else " ↑") for m in metrics]) for n in resolutions]
     body = []
     for meth in methods:
@@ -100,11 +106,12 @@ def build_table(df: pd.DataFrame, info: dict | None = None, metrics=TABLE_METRIC
                 row.append((text, best.get((n, m)) == meth))
         body.append((meth, row))
     notes = []
+    if all_uniform:
+        notes.append(f"Every cell is the mean over n = {next(iter(max_n.values()))} images.")
     for name, reason in (info.get("skipped_methods") or {}).items():
         notes.append(f"{name}: skipped — {reason}")
-    conv = info.get("metric_conventions", {})
-    if conv:
-        notes.append("Metrics: " + "; ".join(f"{k}: {v}" for k, v in conv.items() if isinstance(v, str)))
+    if info.get("metric_conventions"):
+        notes.append(METRIC_NOTE)
     if info.get("metric_size"):
         notes.append(f"Scored after nearest-neighbour downsampling to {info['metric_size']} px.")
     if ci:

@@ -63,7 +63,7 @@ def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
     code, out, err = _run(["run", "--images", str(photo_dir), "--out", str(run), "--resolutions", "32", "64",
                            "--methods", "test-mean", "test-missing-weights", "--no-lpips", "-q", "--jobs", "1"], capsys)
     assert code == 0, err
-    assert "| test-mean |" in out and "32 px (n=3)" in out and "64 px (n=2)" in out
+    assert "| test-mean |" in out and "32 (n=3) L1" in out and "64 (n=2) L1" in out
     assert "test-missing-weights: skipped — weights missing" in out
     items = pd.read_csv(run / "items.csv")
     assert len(items) == 5 and (items.status == "ok").all() and not items.changed_known.any()
