@@ -310,8 +310,9 @@ def test_train_refine_resume(tmp_path):
     assert main([*args, "--steps", "2"]) == 0
     # an existing run is not overwritten without --resume
     assert main([*args, "--steps", "4"]) == 2
-    assert main([*args, "--steps", "4", "--resume"]) == 0
-    assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 4
+    assert main([*args, "--steps", "4", "--resume", "--lr", "1e-5"]) == 0
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 4 and state["optimizer"]["param_groups"][0]["lr"] == 1e-5
     assert _read_csv(out / "losses.csv")[-1]["step"] == "4"
     # a setting that defines the model cannot change on resume
     assert main([*args, "--steps", "6", "--resume", "--seed", "1"]) == 2

@@ -16,7 +16,8 @@ Validation runs the real two-stage pipeline (:func:`bench.methods.two_stage.refi
 benchmark protocol (centre square, nearest reduction, centred N/3 hole) for held-out photos
 and compares against the coarse base upscaled from 512, which is what the net starts from.
 ``steps`` is the total: a resumed run continues to it, so a later session extends training by
-passing a larger ``steps`` with ``resume``.
+passing a larger ``steps`` with ``resume`` (optionally with a lower ``lr``: the learning rate
+of the resumed command replaces the saved one).
 """
 
 from __future__ import annotations
@@ -295,6 +296,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        for group in opt.param_groups:  # the learning rate given now wins (e.g. a lower one late)
+            group["lr"] = cfg.lr
         step, elapsed_before, best = state["step"], state["elapsed_s"], state["best_val_l1"]
         np_rng.bit_generator.state = state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
