@@ -241,3 +241,17 @@ def test_all_neural_methods_run(random_weights):
         outs[name] = res.image
     assert not np.array_equal(outs["two-stage"], outs["two-stage/no-shift"])
     assert not np.array_equal(outs["dfnet"], outs["dfnet@512"])
+
+
+@pytest.mark.gpu
+def test_conformance_on_cuda(random_weights):
+    """Same vectors on the GPU (fp32, TF32 off). cuDNN picks its own algorithms, so only
+    the 1/255 bound is the CPU's; the share of exact values is allowed to be lower."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    method = create("two-stage", MethodContext(device="cuda", weights_dir=random_weights))
+    for case in ("square1024", "odd700x1000"):
+        got = method(read_image(DATA / case / "image.png"), read_mask(DATA / case / "mask.png"))
+        diff = np.abs(got.astype(np.int16) - read_image(DATA / case / "expected.png"))
+        assert diff.max() <= 1 and (diff == 0).mean() >= 0.999, case
+    method.close()

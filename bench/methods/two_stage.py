@@ -191,7 +191,9 @@ def dfnet_coarse(net, image: np.ndarray, hole: np.ndarray, device: str = "cpu",
 def dfnet_full(net, image: np.ndarray, hole: np.ndarray, device: str = "cpu") -> np.ndarray:
     """DFNet at the image's own (padded) size, no resizing: uint8 RGB [H, W, 3]."""
     canvas = np.concatenate([image[..., ::-1], hole.view(np.uint8)[..., None] * 255], axis=2)
-    return np.ascontiguousarray(_dfnet_canvas(net, canvas, device)[..., ::-1])
+    with _conv_backend():
+        out = _dfnet_canvas(net, canvas, device)
+    return np.ascontiguousarray(out[..., ::-1])
 
 
 def _dfnet_canvas(net, canvas: np.ndarray, device: str) -> np.ndarray:
@@ -212,19 +214,23 @@ def _dfnet_canvas(net, canvas: np.ndarray, device: str) -> np.ndarray:
 
 
 @contextmanager
-def _conv_backend(native: bool):
-    """Temporarily route CPU convolutions away from oneDNN (process-wide switch)."""
+def _conv_backend(native_cpu: bool = False):
+    """Full-float32 convolutions for the duration (process-wide switches, restored after).
+
+    ``native_cpu`` routes CPU convolutions away from oneDNN (see :func:`dfnet_coarse`).
+    On CUDA, TF32 convolutions (PyTorch's default on Ampere and newer) are turned off:
+    their 10-bit mantissa would move the truncated uint8 outputs far more than 1/255.
+    """
     import torch
 
-    if not native:
-        yield
-        return
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    before = torch.backends.mkldnn.enabled, torch.backends.cudnn.allow_tf32
+    if native_cpu:
+        torch.backends.mkldnn.enabled = False
+    torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = before
+        torch.backends.mkldnn.enabled, torch.backends.cudnn.allow_tf32 = before
 
 
 def method_coarse(method, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -264,10 +270,11 @@ def refine(net, matched: np.ndarray, hole: np.ndarray, device: str = "cpu",
         hl = torch.from_numpy(hole.view(np.uint8)).to(device).view(1, 1, h, w).float()
         stack = shifted_stack(m, hl, refine_shift(h), no_shift=no_shift)
         del m
-        if hasattr(net, "forward_stack"):
-            out = net.forward_stack(stack)
-        else:
-            out = net(stack[:, 1:], stack[:, :1])
+        with _conv_backend():
+            if hasattr(net, "forward_stack"):
+                out = net.forward_stack(stack)
+            else:
+                out = net(stack[:, 1:], stack[:, :1])
         del stack
         u8 = out.mul_(255).to(torch.uint8)
         return np.ascontiguousarray(u8[0].permute(1, 2, 0).cpu().numpy())
