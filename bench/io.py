@@ -160,6 +160,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as a person (and a committed results file) should see it.
+
+    Inside the current folder: relative; inside the home folder: ``~/…``; else absolute.
+    Keeps machine-specific prefixes out of messages and of ``run.json``.
+    """
+    p = Path(path).expanduser().absolute()
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return prefix + str(rel) if (prefix or str(rel) != ".") else "."
+    return str(p)
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly in ``folder``, sorted by name; a clear error if there are none."""
     folder = Path(folder)

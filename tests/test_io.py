@@ -87,3 +87,17 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         write_image(p, np.ones((4, 4, 3), np.uint8))
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["x.png"]  # no temp file left behind
+
+
+def test_display_path_hides_machine_prefixes(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from bench.io import display_path
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert display_path(tmp_path / "work" / "a" / "b.pth") == "a/b.pth"
+    assert display_path(tmp_path / "work") == "."
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert display_path(Path.home() / ".cache" / "x") == "~/.cache/x"
+    assert display_path("/") == "/"

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import sha256_file
+from ..io import display_path, sha256_file
 from .base import MethodContext
 
 ENV_VAR = "HRBENCH_WEIGHTS"
@@ -109,7 +109,7 @@ def missing_reason(files: tuple[WeightsFile, ...], context: MethodContext | None
     target = search_dirs(context)[0][1]
     names = " and ".join(f"{f.filename} ({f.network})" for f in missing)
     return (
-        f"weights {names} not found; put {'them' if len(missing) > 1 else 'it'} in {target} "
+        f"weights {names} not found; put {'them' if len(missing) > 1 else 'it'} in {display_path(target)} "
         f"(or pass --weights-dir DIR, or set {ENV_VAR}); see 'hrbench weights'"
     )
 
@@ -136,7 +136,7 @@ def file_record(path: Path) -> dict:
         _SHA_CACHE[key] = sha256_file(path)
     digest = _SHA_CACHE[key]
     return {
-        "path": str(path),
+        "path": display_path(path),
         "bytes": st.st_size,
         "sha256": digest,
         "known_as": KNOWN_SHA256.get(digest, "unknown (not a file this project has a digest for)"),
