@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,10 +43,12 @@ def plot_metrics(df: pd.DataFrame, info: dict, out: Path, metrics=("l1", "psnr",
             d = s[(s.method == meth) & (s.metric == metric)].sort_values("resolution")
             if d.empty:
                 continue
-            ax.errorbar(d.resolution, d["mean"], yerr=np.nan_to_num(d.ci_half), marker=MARKERS[i % len(MARKERS)],
+            dodge = (i - (len(methods) - 1) / 2) * 12  # px, so overlapping whiskers stay readable
+            ax.errorbar(d.resolution + dodge, d["mean"], yerr=np.nan_to_num(d.ci_half),
+                        marker=MARKERS[i % len(MARKERS)],
                         capsize=2, label=meth, lw=1.2, ms=4)
         arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-        ax.set_title(f"{LABELS.get(metric, metric)} {arrow}")
+        ax.set_title(f"{LABELS.get(metric, metric)} {arrow} (mean, 95 % CI over images)", fontsize=9)
         ax.set_xlabel("resolution (px)")
         ax.set_xticks(sorted(s.resolution.unique()))
         ax.grid(alpha=0.3)
@@ -65,6 +68,10 @@ def plot_runtime(items: pd.DataFrame, info: dict, out: Path) -> list[Path]:
         d = g[g.method == meth].sort_values("resolution")
         ax.plot(d.resolution, d.runtime_s, marker=MARKERS[i % len(MARKERS)], label=meth, lw=1.2, ms=4)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(sorted(g.resolution.unique()))
     ax.set_xlabel("resolution (px)")
     ax.set_ylabel("median time per image (s)")
     device = info.get("device", "?")
