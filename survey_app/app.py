@@ -17,6 +17,8 @@ Configuration (a mapping passed to :func:`create_app`; the environment fills wha
                               default (30, 0.5); ``per_second <= 0`` disables
 ``ACTIVE_WINDOW_S``           a started, unfinished schedule counts towards pair balance for
                               this long after the participant's last answer (default 3600)
+``PAIR_COUNTS_TTL_S``         how long the pair-balance counts read from the database are
+                              reused (plus this process's new schedules); default 2 s
 ``COMPLETION_URL``            overrides the study's redirect URL (``{code}`` is replaced)
 ``SESSION_COOKIE_SECURE``     set True behind HTTPS
 ============================  ==================================================================
@@ -53,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "VOTE_RATE": (30, 3.0),
     "START_RATE": (30, 0.5),
     "ACTIVE_WINDOW_S": 3600,
+    "PAIR_COUNTS_TTL_S": 2.0,
     "DB_POOL_SIZE": 16,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "MAX_FORM_PARTS": 50,
@@ -80,6 +83,8 @@ class SurveyState:
     login_limiter: RateLimiter
     compare_pairs: list = field(default_factory=list)  # assign.PairRef, fixed per study
     validation_pairs: list = field(default_factory=list)
+    answer_sql: Any = None  # views.AnswerStatements, prepared by views.init_app
+    pair_counts: Any = None  # views.PairCounts, made by views.init_app
 
 
 def _item_table(db: Database, spec: StudySpec, study_id: int) -> dict[int, dict]:

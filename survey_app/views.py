@@ -22,7 +22,9 @@ import logging
 import random
 import re
 import secrets
+import threading
 import time
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import pandas as pd
@@ -39,12 +41,13 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import Boolean, and_, bindparam, case, func, select, update
+from sqlalchemy import Boolean, DateTime, String, and_, bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from .app import SurveyState
 from .assign import plan_trials
+from .db import Prepared
 from .models import Pair, Participant, Trial, Vote, utcnow
 from .security import (
     SECURITY_HEADERS,
@@ -175,6 +178,45 @@ def _pair_counts(s, st: SurveyState) -> dict[int, int]:
     return counts
 
 
+def _read_pair_counts(st: SurveyState) -> dict[int, int]:
+    with st.db.session_scope() as s:
+        return _pair_counts(s, st)
+
+
+class PairCounts:
+    """Balance counts for new schedules, read from the database at most every ``ttl_s``.
+
+    Why: the two count queries scan every answer and every open schedule of the study, so
+    their cost grows with the study; run for each new participant they made starting a
+    session the dearest request of all. Between reads, the schedules this process plans
+    are added on top, so people starting at the same moment get different least-used
+    pairs (before, they read the same counts). Schedules planned by other server processes
+    and exclusions show up at the next read: the counts steer balance, they record nothing.
+    ``ttl_s <= 0`` reads the database every time.
+    """
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = float(ttl_s)
+        self._lock = threading.Lock()
+        self._counts: dict[int, int] | None = None
+        self._read_at = 0.0
+
+    def snapshot(self, read: Callable[[], dict[int, int]]) -> dict[int, int]:
+        """A copy of the counts; ``read()`` (the database query) when they are stale."""
+        with self._lock:  # one reader refreshes; the others wait for its result
+            now = time.monotonic()
+            if self._counts is None or now - self._read_at >= self.ttl_s:
+                self._counts, self._read_at = read(), now
+            return dict(self._counts)
+
+    def add(self, pair_ids: Iterable[int]) -> None:
+        """Count newly scheduled trials until the next database read includes them."""
+        with self._lock:
+            if self._counts is not None:
+                for pid in pair_ids:
+                    self._counts[pid] = self._counts.get(pid, 0) + 1
+
+
 def _start_session(pid: int) -> None:
     token = csrf_token()
     session.clear()
@@ -208,11 +250,9 @@ def start():
             _start_session(known)
             return redirect(url_for(".trial"), code=303)
     ua = (request.headers.get("User-Agent") or "")[:300]
-    # Balance counts are read before the write transaction: they are a heuristic, and a
-    # scan of the schedule table must not hold up everybody's answers. Two people starting
-    # at the same moment may get the same least-voted pairs; the next ones even it out.
-    with st.db.session_scope() as s:
-        counts = _pair_counts(s, st)
+    # Balance counts come from outside the write transaction: they are a heuristic, and a
+    # scan of the schedule table must not hold up everybody's answers (see PairCounts).
+    counts = st.pair_counts.snapshot(lambda: _read_pair_counts(st))
     code = secrets.token_hex(5).upper()
     now = utcnow()
 
@@ -238,12 +278,13 @@ def start():
             for t in plans
         ])
         conn.execute(update(_part).where(_part.c.id == pid).values(n_trials=len(plans)))
-        return pid
+        return pid, plans
 
     try:
-        pid = st.db.run_write(create)
+        pid, plans = st.db.run_write(create)
     except TimeoutError:
         abort(503, description="the server is overloaded; try again in a moment")
+    st.pair_counts.add(t.pair_id for t in plans if t.kind != "repeat")
     _start_session(pid)
     return redirect(url_for(".trial"), code=303)
 
@@ -273,17 +314,22 @@ def trial():
     )
 
 
-def _resubmission(conn, pid: int, index: int, choice: str) -> None:
-    """An answer for an already answered trial: same choice -> accepted, else 409."""
-    prev = conn.execute(_PREV_CHOICE, {"pid": pid, "idx": index}).scalar()
+def _resubmission(sql: AnswerStatements, conn, pid: int, index: int, choice: str) -> None:
+    """An answer for an already answered trial: same choice -> accepted, else 409.
+
+    Runs in the database writer thread too: no Flask context, ``sql`` passed in.
+    """
+    found = sql.prev_choice.first(conn, {"pid": pid, "idx": index})
+    prev = None if found is None else found[0]
     if prev is None:
         abort(409, description="this is not your current trial; reload the page")
     if prev != choice:
         abort(409, description="this trial was already answered differently; reload the page")
 
 
-# The answer path is the hot one: Core statements (compiled once, cached by SQLAlchemy),
-# one read of participant + current trial + its validation answer, one insert, one update.
+# The answer path is the hot one: Core statements compiled once per app and run on the
+# driver cursor on SQLite (db.Prepared): one read of participant + current trial + its
+# validation answer, one insert, one update.
 _CURRENT = (
     select(
         _part.c.study_id, _part.c.next_index, _part.c.n_trials, _part.c.excluded,
@@ -307,17 +353,32 @@ _ADVANCE = (
     .where(_part.c.id == bindparam("pid"), _part.c.next_index == bindparam("idx"))
     .values(
         next_index=bindparam("new_next"),
-        last_seen_at=bindparam("now"),
+        last_seen_at=bindparam("now", type_=DateTime),
         excluded=bindparam("new_excluded"),
         exclusion_reason=case(
             (and_(bindparam("fail", type_=Boolean), _part.c.exclusion_reason.is_(None)),
-             bindparam("reason")),
+             bindparam("reason", type_=String)),
             else_=_part.c.exclusion_reason,
         ),
-        finished_at=case((bindparam("done", type_=Boolean), bindparam("now")),
+        finished_at=case((bindparam("done", type_=Boolean), bindparam("now", type_=DateTime)),
                          else_=_part.c.finished_at),
     )
 )
+_VOTE_COLUMNS = [
+    "participant_id", "trial_index", "trial_id", "pair_id", "left_item_id", "right_item_id",
+    "choice", "chosen_item_id", "correct", "rt_ms_client", "rt_ms_server", "viewport_w",
+    "viewport_h", "created_at",
+]
+
+
+class AnswerStatements:
+    """The answer path's statements, prepared once for the app's engine."""
+
+    def __init__(self, engine):
+        self.current = Prepared(_CURRENT, engine)
+        self.prev_choice = Prepared(_PREV_CHOICE, engine)
+        self.insert_vote = Prepared(_vote.insert(), engine, columns=_VOTE_COLUMNS)
+        self.advance = Prepared(_ADVANCE, engine)
 
 
 @participant_bp.post("/trial")
@@ -342,33 +403,36 @@ def answer():
             rt_server = max(0, min(MAX_RT_MS, _now_ms() - shown[1]))
     now = utcnow()
 
+    sql = st.answer_sql
+
     def store(conn) -> bool:
         """Check and store the answer; True when it was the last trial. Runs in the writer."""
-        row = conn.execute(_CURRENT, {"pid": pid}).first()
-        if row is None or row.study_id != st.study_id:
+        row = sql.current.first(conn, {"pid": pid})
+        if row is None or row[0] != st.study_id:
             abort(400, description="unknown participant; start again at /")
-        if index < row.next_index:
-            _resubmission(conn, pid, index, choice)
-            return row.next_index >= row.n_trials
-        if index != row.next_index or index >= row.n_trials or row.id is None:
+        (_, next_index, n_trials, excluded, trial_id, pair_id, left, right, kind,
+         correct_item) = row
+        if index < next_index:
+            _resubmission(sql, conn, pid, index, choice)
+            return next_index >= n_trials
+        if index != next_index or index >= n_trials or trial_id is None:
             abort(409, description="this is not your current trial; reload the page")
-        chosen = row.left_item_id if choice == "left" else row.right_item_id
-        correct = (chosen == row.correct_item_id) if row.kind == "validation" else None
-        conn.execute(_vote.insert(), {
-            "participant_id": pid, "trial_index": index, "trial_id": row.id,
-            "pair_id": row.pair_id, "left_item_id": row.left_item_id,
-            "right_item_id": row.right_item_id, "choice": choice,
-            "chosen_item_id": chosen, "correct": correct, "rt_ms_client": rt_client,
-            "rt_ms_server": rt_server, "viewport_w": vw, "viewport_h": vh,
-            "created_at": now,
+        chosen = left if choice == "left" else right
+        correct = (chosen == correct_item) if kind == "validation" else None
+        sql.insert_vote.rowcount(conn, {
+            "participant_id": pid, "trial_index": index, "trial_id": trial_id,
+            "pair_id": pair_id, "left_item_id": left, "right_item_id": right,
+            "choice": choice, "chosen_item_id": chosen, "correct": correct,
+            "rt_ms_client": rt_client, "rt_ms_server": rt_server, "viewport_w": vw,
+            "viewport_h": vh, "created_at": now,
         })
-        finished = index + 1 >= row.n_trials
+        finished = index + 1 >= n_trials
         fail = correct is False
-        advanced = conn.execute(_ADVANCE, {
+        advanced = sql.advance.rowcount(conn, {
             "pid": pid, "idx": index, "new_next": index + 1, "now": now,
-            "new_excluded": bool(row.excluded or fail), "fail": fail,
+            "new_excluded": bool(excluded or fail), "fail": fail,
             "reason": f"failed validation trial {index + 1}", "done": finished,
-        }).rowcount
+        })
         if advanced != 1:  # someone else answered first; undo ours, judge as a retry
             raise IntegrityError("next_index moved", None, Exception("race"))
         return finished
@@ -381,9 +445,9 @@ def answer():
         # A concurrent identical request won (the unique constraint, or the guarded update
         # on databases without BEGIN IMMEDIATE, e.g. PostgreSQL): judge this one as a retry.
         with st.db.engine.connect() as conn:
-            _resubmission(conn, pid, index, choice)
-            row = conn.execute(_CURRENT, {"pid": pid}).first()
-            finished = row is not None and row.next_index >= row.n_trials
+            _resubmission(sql, conn, pid, index, choice)
+            row = sql.current.first(conn, {"pid": pid})
+            finished = row is not None and row[1] >= row[2]
     if "shown" in session:
         session.pop("shown")
     return redirect(url_for(".done" if finished else ".trial"), code=303)
@@ -600,9 +664,13 @@ def _before_request():
         check_csrf()
 
 
+_SECURITY_HEADERS_LOWER = [(k.lower(), k, v) for k, v in SECURITY_HEADERS.items()]
+
+
 def _after_request(resp: Response) -> Response:
-    for k, v in SECURITY_HEADERS.items():
-        resp.headers.setdefault(k, v)
+    # One pass over the response's headers instead of a scan per setdefault() call.
+    present = {k.lower() for k in resp.headers.keys()}
+    resp.headers.extend([(k, v) for low, k, v in _SECURITY_HEADERS_LOWER if low not in present])
     if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
         resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     if resp.mimetype == "text/html" or resp.mimetype == "text/csv":
@@ -611,6 +679,9 @@ def _after_request(resp: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
+    st: SurveyState = app.extensions["survey"]
+    st.answer_sql = AnswerStatements(st.db.engine)
+    st.pair_counts = PairCounts(float(app.config["PAIR_COUNTS_TTL_S"]))
     app.register_blueprint(participant_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(export_bp)

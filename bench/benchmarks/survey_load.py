@@ -11,7 +11,9 @@ per-address limit on new participants (all clients share 127.0.0.1).
 
 Baseline, measured in the same run at the same concurrency: GET /healthz, which goes
 through waitress and Flask but touches no database. The ratio answers/s ÷ healthz/s says
-how much of the HTTP stack's capacity a committed answer costs.
+how much of the HTTP stack's capacity a committed answer costs. Server CPU per answer
+(from /proc) and the client processes' own CPU per answer are printed too: on a machine
+shared by server and clients, CPUs ÷ their sum bounds the answers per second.
 
 Clients run in separate processes (threads inside), on the same machine as the server:
 on a small shared machine they compete with the server for CPU, so the numbers are a
@@ -76,11 +78,13 @@ def _client_process(port: int, kind: str, threads: int, start_at: float, seconds
     stop_at = start_at + seconds
     ts = [threading.Thread(target=_client_thread, args=(port, kind, stop_at, lat, counts))
           for _ in range(threads)]
+    cpu0 = time.process_time()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    out.put((lat, sum(c[0] for c in counts), sum(c[1] for c in counts)))
+    out.put((lat, sum(c[0] for c in counts), sum(c[1] for c in counts),
+             time.process_time() - cpu0))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -109,8 +113,10 @@ def measure(port: int, kind: str, clients: int, seconds: float) -> dict:
     lat = np.array([x for r in results for x in r[0]]) * 1000
     ok = sum(r[1] for r in results)
     err = sum(r[2] for r in results)
+    client_cpu = sum(r[3] for r in results)
     return {
         "kind": kind, "clients": clients, "ok": ok, "errors": err, "per_s": ok / wall,
+        "client_cpu_ms_per_ok": client_cpu / max(ok, 1) * 1000,
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
     }
@@ -158,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"{votes['errors']} non-303) | healthz baseline {base['per_s']:7.0f} "
                       f"req/s (p99 {base['p99_ms']:.1f} ms) | ratio "
                       f"{votes['ratio_vs_healthz']:.2f} | server CPU "
-                      f"{votes['server_cpu_ms_per_answer']:.2f} ms/answer", flush=True)
+                      f"{votes['server_cpu_ms_per_answer']:.2f} ms/answer, clients' CPU "
+                      f"{votes['client_cpu_ms_per_ok']:.2f} ms/answer", flush=True)
         finally:
             server.stop()
     print(f"SQLite synchronous={args.synchronous}, waitress threads={args.workers}, "
-          f"{os.cpu_count()} CPUs shared by server and clients")
+          f"{os.cpu_count()} CPUs shared by server and clients (and anything else running); "
+          "CPU-bound ceiling here = CPUs / (server + clients' CPU per answer)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
