@@ -43,6 +43,7 @@ from .security import (
     ADMIN_FILE,
     SECRET_ENV,
     SECRET_FILE,
+    CachedSerializerSessionInterface,
     RateLimiter,
     load_secret,
 )
@@ -138,6 +139,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     spec = load_study(study_dir)
     instance = spec.folder / "instance"
     app = Flask(__name__, instance_path=str(instance))
+    app.session_interface = CachedSerializerSessionInterface()
     app.config.from_mapping(DEFAULTS)
     app.config.update(cfg)
     app.config["STUDY_DIR"] = str(spec.folder)
