@@ -194,3 +194,19 @@ def test_parallel_jobs_give_the_same_results_as_serial(photo_dir, tmp_path, caps
     assert _run([*base, "--out", str(tmp_path / "b"), "--jobs", "2"], capsys)[0] == 0
     a, b = (pd.read_csv(tmp_path / x / "metrics.csv") for x in "ab")
     pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.slow
+def test_default_methods_on_the_embedded_sample_set(tmp_path, capsys):
+    """The README's main job, shrunk to 256 px so it fits in a test: every default method runs."""
+    from bench.methods import MethodContext, default_methods, unavailable_reason
+
+    code, out, err = _run(["run", "--resolutions", "256", "--out", str(tmp_path / "r"), "-q"], capsys)
+    assert code == 0, err
+    items = pd.read_csv(tmp_path / "r" / "items.csv")
+    runnable = {m for m in default_methods() if unavailable_reason(m, MethodContext()) is None}
+    assert set(items.method) == runnable and {"telea", "ns", "biharmonic"} <= runnable
+    assert len(items) == 6 * len(runnable) and (items.status == "ok").all()
+    table = (tmp_path / "r" / "table.md").read_text()
+    for m in runnable:
+        assert f"| {m} |" in table
