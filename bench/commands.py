@@ -17,13 +17,32 @@ log = logging.getLogger("hrbench")
 
 def _add_protocol_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     d = (lambda v: v) if defaults else (lambda v: None)
-    p.add_argument("--resolutions", type=int, nargs="+", default=d(list(PROTOCOL_RESOLUTIONS)), metavar="N",
-                   help="test sizes N (N×N squares); default 1024 1536 1792 2048")
-    p.add_argument("--resize", choices=["nearest", "area"], default=d("nearest"),
-                   help="how photos are reduced to N×N (paper: nearest)")
-    p.add_argument("--mask", default=d("centre"), metavar="centre|DIR",
-                   help="'centre' square hole, or a folder of masks (DIR/<N>/<stem>.png or DIR/<stem>.png)")
-    p.add_argument("--hole-fraction", type=float, default=d(DEFAULT_HOLE_FRACTION), help="centre hole side / N (default 1/3)")
+    p.add_argument(
+        "--resolutions",
+        type=int,
+        nargs="+",
+        default=d(list(PROTOCOL_RESOLUTIONS)),
+        metavar="N",
+        help="test sizes N (N×N squares); default 1024 1536 1792 2048",
+    )
+    p.add_argument(
+        "--resize",
+        choices=["nearest", "area"],
+        default=d("nearest"),
+        help="how photos are reduced to N×N (paper: nearest)",
+    )
+    p.add_argument(
+        "--mask",
+        default=d("centre"),
+        metavar="centre|DIR",
+        help="'centre' square hole, or a folder of masks (DIR/<N>/<stem>.png or DIR/<stem>.png)",
+    )
+    p.add_argument(
+        "--hole-fraction",
+        type=float,
+        default=d(DEFAULT_HOLE_FRACTION),
+        help="centre hole side / N (default 1/3)",
+    )
 
 
 def cmd_prepare(args) -> int:
@@ -34,8 +53,10 @@ def cmd_prepare(args) -> int:
     for s in rep.skipped:
         print(f"skipped {s['image']} at {s['resolution']}: {s['reason']}", file=sys.stderr)
     counts = rep.manifest.groupby("resolution").size().to_dict()
-    print(f"prepared {len(rep.manifest)} items in {args.out}: "
-          + ", ".join(f"{n} px × {c}" for n, c in counts.items()))
+    print(
+        f"prepared {len(rep.manifest)} items in {args.out}: "
+        + ", ".join(f"{n} px × {c}" for n, c in counts.items())
+    )
     return 0
 
 
@@ -44,10 +65,18 @@ def cmd_run(args) -> int:
 
     cfg = RunConfig.from_toml(args.config) if args.config else RunConfig()
     cli = {
-        "images": args.images, "out": args.out, "methods": args.methods, "resolutions": args.resolutions,
-        "resize": args.resize, "mask": args.mask, "hole_fraction": args.hole_fraction,
-        "metric_size": args.metric_size, "jobs": args.jobs, "device": args.device,
-        "weights_dir": args.weights_dir, "seed": args.seed,
+        "images": args.images,
+        "out": args.out,
+        "methods": args.methods,
+        "resolutions": args.resolutions,
+        "resize": args.resize,
+        "mask": args.mask,
+        "hole_fraction": args.hole_fraction,
+        "metric_size": args.metric_size,
+        "jobs": args.jobs,
+        "device": args.device,
+        "weights_dir": args.weights_dir,
+        "seed": args.seed,
     }
     names = {f.name for f in fields(cfg)}
     for k, v in cli.items():
@@ -65,13 +94,19 @@ def cmd_run(args) -> int:
         text = table(summary.run_dir, "md")
         write_text(summary.run_dir / "table.md", text)
         print(text)
-    print(f"run folder: {summary.run_dir}  ({summary.n_ok} items done, {summary.n_reused} reused, "
-          f"{summary.n_failed} failed, {summary.wall_s:.1f} s)", file=sys.stderr)
+    print(
+        f"run folder: {summary.run_dir}  ({summary.n_ok} items done, {summary.n_reused} reused, "
+        f"{summary.n_failed} failed, {summary.wall_s:.1f} s)",
+        file=sys.stderr,
+    )
     for name, reason in summary.skipped_methods.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if summary.n_failed:
-        print(f"hrbench: {summary.n_failed} items failed; see {summary.run_dir}/items.csv and logs/; "
-              "rerun the same command to retry them", file=sys.stderr)
+        print(
+            f"hrbench: {summary.n_failed} items failed; see {summary.run_dir}/items.csv and logs/; "
+            "rerun the same command to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -121,7 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="run methods × images × resolutions (default: the embedded sample set)")
     p.add_argument("--config", help="TOML file with run settings (command-line flags override it)")
-    p.add_argument("--methods", nargs="+", help="method names (see `hrbench methods`); default set if omitted")
+    p.add_argument(
+        "--methods", nargs="+", help="method names (see `hrbench methods`); default set if omitted"
+    )
     p.add_argument("--images", help="folder of photos (default: the embedded sample set)")
     p.add_argument("--out", help="run folder (default results/sample-run); rerunning resumes it")
     _add_protocol_args(p, defaults=False)

@@ -44,9 +44,16 @@ def plot_metrics(df: pd.DataFrame, info: dict, out: Path, metrics=("l1", "psnr",
             if d.empty:
                 continue
             dodge = (i - (len(methods) - 1) / 2) * 12  # px, so overlapping whiskers stay readable
-            ax.errorbar(d.resolution + dodge, d["mean"], yerr=np.nan_to_num(d.ci_half),
-                        marker=MARKERS[i % len(MARKERS)],
-                        capsize=2, label=meth, lw=1.2, ms=4)
+            ax.errorbar(
+                d.resolution + dodge,
+                d["mean"],
+                yerr=np.nan_to_num(d.ci_half),
+                marker=MARKERS[i % len(MARKERS)],
+                capsize=2,
+                label=meth,
+                lw=1.2,
+                ms=4,
+            )
         arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
         ax.set_title(f"{LABELS.get(metric, metric)} {arrow} (mean, 95 % CI over images)", fontsize=9)
         ax.set_xlabel("resolution (px)")
@@ -82,8 +89,15 @@ def plot_runtime(items: pd.DataFrame, info: dict, out: Path) -> list[Path]:
     return _save(fig, out, "runtime_vs_resolution")
 
 
-def plot_qualitative(run_dir: Path, items: pd.DataFrame, info: dict, out: Path,
-                     image: str | None = None, resolution: int | None = None, margin: float = 0.25) -> list[Path]:
+def plot_qualitative(
+    run_dir: Path,
+    items: pd.DataFrame,
+    info: dict,
+    out: Path,
+    image: str | None = None,
+    resolution: int | None = None,
+    margin: float = 0.25,
+) -> list[Path]:
     """Ground truth, input and every method: full view on top, zoom on the hole below."""
     ok = items[(items.status == "ok") & items.output.notna() & (items.output != "")]
     if ok.empty:
@@ -121,8 +135,12 @@ def plot_qualitative(run_dir: Path, items: pd.DataFrame, info: dict, out: Path,
     return _save(fig, out, f"qualitative_{resolution}")
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None, image: str | None = None,
-             resolution: int | None = None) -> list[Path]:
+def plot_run(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    image: str | None = None,
+    resolution: int | None = None,
+) -> list[Path]:
     """All figures of a run into ``out`` (default RUN/plots); returns the files written."""
     run_dir = Path(run_dir)
     df, info = load_run(run_dir)

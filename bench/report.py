@@ -21,12 +21,18 @@ from .protocol import TABLE_FORMATS as FORMATS
 
 TABLE_METRICS = ("l1", "psnr", "ssim")
 LOWER_IS_BETTER = {"l1", "hole_l1", "lpips"}
-LABELS = {"l1": "L1", "psnr": "PSNR", "ssim": "SSIM", "hole_l1": "hole L1", "hole_psnr": "hole PSNR",
-          "lpips": "LPIPS"}
+LABELS = {
+    "l1": "L1",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "hole_l1": "hole L1",
+    "hole_psnr": "hole PSNR",
+    "lpips": "LPIPS",
+}
 METRIC_NOTE = (
-    "L1: mean absolute error on 0–255 over all pixels and channels; PSNR: data range 255; SSIM: Gaussian "
-    "window σ = 1.5, K1 = 0.01, K2 = 0.03, population covariance, per channel then averaged (= scikit-image); "
-    "full conventions in run.json."
+    "L1: mean absolute error on 0–255 over all pixels and channels; PSNR: data range 255; "
+    "SSIM: Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, population covariance, per channel "
+    "then averaged (= scikit-image); full conventions in run.json."
 )
 DIGITS = {"l1": 3, "psnr": 3, "ssim": 3, "hole_l1": 2, "hole_psnr": 2, "lpips": 4}
 
@@ -38,7 +44,9 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
         raise UserError(f"{run_dir}: run folder not found; give the --out folder of `hrbench run`")
     path = run_dir / "metrics.csv"
     if not path.exists():
-        raise UserError(f"{path}: missing; this folder has no finished run (rerun `hrbench run --out {run_dir}`)")
+        raise UserError(
+            f"{path}: missing; this folder has no finished run (rerun `hrbench run --out {run_dir}`)"
+        )
     df = pd.read_csv(path)
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     return df, info
@@ -87,8 +95,13 @@ def build_table(df: pd.DataFrame, info: dict | None = None, metrics=TABLE_METRIC
             if vals:
                 best[(n, m)] = (min if m in LOWER_IS_BETTER else max)(vals)[1]
     all_uniform = all(uniform_n.values()) and len(set(max_n.values())) == 1
-    header = [(f"{n}" + (f" (n={max_n[n]})" if uniform_n[n] and not all_uniform else ""), [
-        LABELS.get(m, m) + (" ↓" if m in LOWER_IS_BETTER else " ↑") for m in metrics]) for n in resolutions]
+    header = [
+        (
+            f"{n}" + (f" (n={max_n[n]})" if uniform_n[n] and not all_uniform else ""),
+            [LABELS.get(m, m) + (" ↓" if m in LOWER_IS_BETTER else " ↑") for m in metrics],
+        )
+        for n in resolutions
+    ]
     body = []
     for meth in methods:
         row = []
@@ -132,18 +145,33 @@ def render_markdown(header, body, notes) -> str:
 
 
 def _latex_escape(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("–", "--"), ("—", "---")):
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("±", r"$\pm$"),
+        ("↓", r"$\downarrow$"),
+        ("↑", r"$\uparrow$"),
+        ("–", "--"),
+        ("—", "---"),
+    ):
         s = s.replace(a, b)
     return s
 
 
 def render_latex(header, body, notes) -> str:
     k = len(header[0][1]) if header else 0
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + ("|" + "c" * k) * len(header) + "}",
-             r"\hline"]
-    lines.append(" & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_latex_escape(res)}}}" for res, _ in header)
-                 + r" \\")
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\begin{tabular}{l" + ("|" + "c" * k) * len(header) + "}",
+        r"\hline",
+    ]
+    lines.append(
+        " & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_latex_escape(res)}}}" for res, _ in header) + r" \\"
+    )
     lines.append("Method & " + " & ".join(_latex_escape(m) for _, ms in header for m in ms) + r" \\ \hline")
     for meth, row in body:
         cells = [rf"\textbf{{{_latex_escape(t)}}}" if b else _latex_escape(t) for t, b in row]
@@ -158,7 +186,8 @@ def render_latex(header, body, notes) -> str:
 def render_csv(df: pd.DataFrame, metrics=TABLE_METRICS) -> str:
     s = summarize(df[df["metric"].isin(metrics)])
     return s[["method", "resolution", "metric", "mean", "ci_low", "ci_high", "n"]].to_csv(
-        index=False, float_format="%.6g")
+        index=False, float_format="%.6g"
+    )
 
 
 def table(run_dir: str | Path, fmt: str = "md", metrics=TABLE_METRICS, ci: bool = False) -> str:
@@ -168,7 +197,9 @@ def table(run_dir: str | Path, fmt: str = "md", metrics=TABLE_METRICS, ci: bool 
     df, info = load_run(run_dir)
     unknown = sorted(set(metrics) - set(df["metric"].unique()))
     if unknown:
-        raise UserError(f"--metrics: {unknown[0]!r} not in this run; it has {', '.join(sorted(df.metric.unique()))}")
+        raise UserError(
+            f"--metrics: {unknown[0]!r} not in this run; it has {', '.join(sorted(df.metric.unique()))}"
+        )
     if fmt == "csv":
         return render_csv(df, metrics)
     header, body, notes = build_table(df, info, metrics, ci)

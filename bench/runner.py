@@ -48,8 +48,16 @@ from .protocol import DEFAULT_HOLE_FRACTION, PROTOCOL_RESOLUTIONS
 log = logging.getLogger(__name__)
 
 ITEM_COLUMNS = [
-    "method", "resolution", "image", "status", "output", "runtime_s", "peak_rss_mb",
-    "gpu_peak_mb", "changed_known", "error",
+    "method",
+    "resolution",
+    "image",
+    "status",
+    "output",
+    "runtime_s",
+    "peak_rss_mb",
+    "gpu_peak_mb",
+    "changed_known",
+    "error",
 ]
 METRIC_COLUMNS = ["method", "resolution", "image", "metric", "value"]
 
@@ -104,7 +112,9 @@ class RunConfig:
             self.hole_fraction = float(self.hole_fraction)
             self.metric_size = None if self.metric_size in (None, 0) else int(self.metric_size)
         except (TypeError, ValueError) as exc:
-            raise UserError(f"{where}: bad value ({exc}); resolutions, jobs, seed, metric_size are integers") from None
+            raise UserError(
+                f"{where}: bad value ({exc}); resolutions, jobs, seed, metric_size are integers"
+            ) from None
         if self.jobs < 0:
             raise UserError(f"{where}: jobs must be >= 1 (or 0 for one per core), got {self.jobs}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -194,7 +204,13 @@ class Task:
 
     @property
     def record_path(self) -> Path:
-        return Path(self.run_dir) / "records" / method_slug(self.method) / str(self.resolution) / f"{self.image}.json"
+        return (
+            Path(self.run_dir)
+            / "records"
+            / method_slug(self.method)
+            / str(self.resolution)
+            / f"{self.image}.json"
+        )
 
     @property
     def output_rel(self) -> str:
@@ -207,9 +223,17 @@ def run_task(task: Task) -> dict:
 
     run_dir = Path(task.run_dir)
     rec = {
-        "method": task.method, "resolution": task.resolution, "image": task.image, "status": "ok",
-        "output": "", "runtime_s": None, "peak_rss_mb": None, "gpu_peak_mb": None,
-        "changed_known": None, "error": "", "metrics": {},
+        "method": task.method,
+        "resolution": task.resolution,
+        "image": task.image,
+        "status": "ok",
+        "output": "",
+        "runtime_s": None,
+        "peak_rss_mb": None,
+        "gpu_peak_mb": None,
+        "changed_known": None,
+        "error": "",
+        "metrics": {},
     }
     try:
         gt = read_image(run_dir / "data" / task.gt)
@@ -357,8 +381,16 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     for name in runnable:
         for row in manifest.itertuples():
             task = Task(
-                name, int(row.resolution), row.image, row.gt, row.mask, str(run_dir), context,
-                cfg.metric_size, use_lpips, cfg.save_outputs,
+                name,
+                int(row.resolution),
+                row.image,
+                row.gt,
+                row.mask,
+                str(run_dir),
+                context,
+                cfg.metric_size,
+                use_lpips,
+                cfg.save_outputs,
             )
             if task.record_path.exists():
                 try:
@@ -383,8 +415,9 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
             ctx = mp.get_context("spawn")  # forking after torch/OpenCV threads start is unsafe
-            with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
-                                        initargs=(threads,)) as pool:
+            with cf.ProcessPoolExecutor(
+                jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+            ) as pool:
                 futures = [pool.submit(run_task, t) for t in tasks]
                 for fut in cf.as_completed(futures):
                     n_ok, n_failed = _tally(fut.result(), n_ok, n_failed, bar)

@@ -25,9 +25,13 @@ def smooth_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     chans = []
-    for c in range(3):
+    for _ in range(3):
         fx, fy, ph = rng.uniform(1, 4, 2).tolist() + [rng.uniform(0, 6.28)]
-        v = 120 + 60 * np.sin(2 * np.pi * fx * x / w + ph) * np.cos(2 * np.pi * fy * y / h) + 40 * (x / w - y / h)
+        v = (
+            120
+            + 60 * np.sin(2 * np.pi * fx * x / w + ph) * np.cos(2 * np.pi * fy * y / h)
+            + 40 * (x / w - y / h)
+        )
         chans.append(v)
     img = np.stack(chans, -1) + rng.normal(0, 2, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)

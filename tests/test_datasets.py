@@ -16,7 +16,9 @@ def test_prepare_writes_squares_masks_manifest_and_skips_small(photo_dir, tmp_pa
     # img2 is 50x60: fine for 32, skipped (never upsampled) for 64
     assert sorted(m[m.resolution == 64].image) == ["img0", "img1"]
     assert sorted(m[m.resolution == 32].image) == ["img0", "img1", "img2"]
-    assert rep.skipped == [{"image": "img2", "resolution": 64, "reason": "shorter side 50 px < 64 px (never upsampled)"}]
+    assert rep.skipped == [
+        {"image": "img2", "resolution": 64, "reason": "shorter side 50 px < 64 px (never upsampled)"}
+    ]
     for row in m.itertuples():
         gt = read_image(out / row.gt)
         mask = read_mask(out / row.mask)
@@ -65,7 +67,12 @@ def test_prepare_errors(photo_dir, tmp_path):
         prepare(photo_dir, tmp_path / "d", PrepareSpec(resize="bicubic"), progress=False)
     with pytest.raises(UserError, match="no mask for image"):
         (tmp_path / "m").mkdir()
-        prepare(photo_dir, tmp_path / "d", PrepareSpec(resolutions=(32,), mask=str(tmp_path / "m")), progress=False)
+        prepare(
+            photo_dir,
+            tmp_path / "d",
+            PrepareSpec(resolutions=(32,), mask=str(tmp_path / "m")),
+            progress=False,
+        )
 
 
 def test_embedded_sample_set_is_complete_and_licensed():

@@ -32,7 +32,7 @@ def test_rgba_opaque_accepted_transparent_refused(tmp_path):
 
 
 def test_16bit_refused(tmp_path):
-    arr = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    arr = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
     p = tmp_path / "deep.png"
     Image.fromarray(arr).save(p)
     with pytest.raises(UserError, match="deep.png: .*more than 8 bits"):

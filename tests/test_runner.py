@@ -60,8 +60,26 @@ def _run(args, capsys):
 
 def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    code, out, err = _run(["run", "--images", str(photo_dir), "--out", str(run), "--resolutions", "32", "64",
-                           "--methods", "test-mean", "test-missing-weights", "--no-lpips", "-q", "--jobs", "1"], capsys)
+    code, out, err = _run(
+        [
+            "run",
+            "--images",
+            str(photo_dir),
+            "--out",
+            str(run),
+            "--resolutions",
+            "32",
+            "64",
+            "--methods",
+            "test-mean",
+            "test-missing-weights",
+            "--no-lpips",
+            "-q",
+            "--jobs",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "| test-mean |" in out and "32 (n=3) L1" in out and "64 (n=2) L1" in out
     assert "test-missing-weights: skipped — weights missing" in out
@@ -74,7 +92,9 @@ def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
     info = json.loads((run / "run.json").read_text())
     assert info["methods"]["test-mean"]["color_order"] == "RGB"
     assert "ssim" in json.dumps(info["metric_conventions"]).lower()
-    assert info["skipped_methods"] == {"test-missing-weights": "weights missing: put foo.pth in the weights folder"}
+    assert info["skipped_methods"] == {
+        "test-missing-weights": "weights missing: put foo.pth in the weights folder"
+    }
     assert info["skipped_images"][0]["image"] == "img2"
     # the output keeps the known region and fills the hole
     row = items[(items.image == "img0") & (items.resolution == 64)].iloc[0]
@@ -94,8 +114,24 @@ def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
 
 def test_failing_item_is_recorded_and_run_goes_on(photo_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    code, out, err = _run(["run", "--images", str(photo_dir), "--out", str(run), "--resolutions", "32",
-                           "--methods", "test-fail-img1", "--no-lpips", "-q", "--jobs", "1"], capsys)
+    code, out, err = _run(
+        [
+            "run",
+            "--images",
+            str(photo_dir),
+            "--out",
+            str(run),
+            "--resolutions",
+            "32",
+            "--methods",
+            "test-fail-img1",
+            "--no-lpips",
+            "-q",
+            "--jobs",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 1 and "1 items failed" in err
     items = pd.read_csv(run / "items.csv").set_index("image")
     assert items.loc["img1", "status"] == "failed" and "simulated crash" in items.loc["img1", "error"]
@@ -112,7 +148,10 @@ def test_failing_item_is_recorded_and_run_goes_on(photo_dir, tmp_path, capsys):
         (["run", "--config", "{tmp}/bad.toml"], "unknown key 'resolution'"),
         (["run", "--config", "{tmp}/nope.toml"], "config file not found"),
         (["table", "{tmp}/norun"], "run folder not found"),
-        (["prepare", "--images", "{photos}", "--out", "{tmp}/p", "--hole-fraction", "1.5"], "--hole-fraction"),
+        (
+            ["prepare", "--images", "{photos}", "--out", "{tmp}/p", "--hole-fraction", "1.5"],
+            "--hole-fraction",
+        ),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args, needle, photo_dir, tmp_path, capsys):
@@ -129,9 +168,24 @@ def test_user_errors_are_one_line_exit_2(args, needle, photo_dir, tmp_path, caps
 
 def test_config_file_and_flags_override(photo_dir, tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[run]\nimages = "{photo_dir}"\nmethods = ["test-mean"]\nresolutions = [64]\nlpips = false\n')
-    code, out, err = _run(["run", "--config", str(cfg), "--resolutions", "32", "--out", str(tmp_path / "r"),
-                           "-q", "--jobs", "1"], capsys)
+    cfg.write_text(
+        f'[run]\nimages = "{photo_dir}"\nmethods = ["test-mean"]\nresolutions = [64]\nlpips = false\n'
+    )
+    code, out, err = _run(
+        [
+            "run",
+            "--config",
+            str(cfg),
+            "--resolutions",
+            "32",
+            "--out",
+            str(tmp_path / "r"),
+            "-q",
+            "--jobs",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert set(pd.read_csv(tmp_path / "r" / "items.csv").resolution) == {32}
 
@@ -161,8 +215,26 @@ def test_resume_after_kill_9_redoes_nothing_and_leaves_no_torn_rows(photo_dir, t
     script = tmp_path / "slow.py"
     script.write_text(SLOW_SCRIPT)
     run = tmp_path / "run"
-    args = [sys.executable, str(script), "run", "--images", str(photo_dir), "--out", str(run),
-            "--resolutions", "16", "24", "32", "40", "--methods", "slow-mean", "--no-lpips", "-q", "--jobs", "1"]
+    args = [
+        sys.executable,
+        str(script),
+        "run",
+        "--images",
+        str(photo_dir),
+        "--out",
+        str(run),
+        "--resolutions",
+        "16",
+        "24",
+        "32",
+        "40",
+        "--methods",
+        "slow-mean",
+        "--no-lpips",
+        "-q",
+        "--jobs",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = run / "records" / "slow-mean"
@@ -189,7 +261,18 @@ def test_resume_after_kill_9_redoes_nothing_and_leaves_no_torn_rows(photo_dir, t
 
 @pytest.mark.slow
 def test_parallel_jobs_give_the_same_results_as_serial(photo_dir, tmp_path, capsys):
-    base = ["run", "--images", str(photo_dir), "--resolutions", "32", "--methods", "telea", "ns", "--no-lpips", "-q"]
+    base = [
+        "run",
+        "--images",
+        str(photo_dir),
+        "--resolutions",
+        "32",
+        "--methods",
+        "telea",
+        "ns",
+        "--no-lpips",
+        "-q",
+    ]
     assert _run([*base, "--out", str(tmp_path / "a"), "--jobs", "1"], capsys)[0] == 0
     assert _run([*base, "--out", str(tmp_path / "b"), "--jobs", "2"], capsys)[0] == 0
     a, b = (pd.read_csv(tmp_path / x / "metrics.csv") for x in "ab")
