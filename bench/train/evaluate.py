@@ -125,7 +125,10 @@ def markdown(df: pd.DataFrame, command: str) -> str:
             if ref != order[3]:
                 verdict.append(d_l1.mean() < 0 and d_psnr.mean() > 0)
     lines += ["", "Ahead of both its base at 512 (upscaled) and the base at full resolution on "
-              f"mean L1 and PSNR at every size: **{'yes' if all(verdict) else 'no'}**.", ""]
+              f"mean L1 and PSNR at every size: **{'yes' if all(verdict) else 'no'}**.", "",
+              "`two-stage-slim/no-shift` is an inference-time ablation: the same weights given "
+              "plain copies of the matched image in the four shifted slots (not a net trained "
+              "without shifts), so it shows how much the trained net uses the shifted context.", ""]
     return "\n".join(lines)
 
 
