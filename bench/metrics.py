@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from bench.errors import UserError
+from bench.io import display_path
 from bench.resize import resize_nearest
 
 # -- SSIM constants (Wang et al. 2004, as scikit-image implements them) ------------------------
@@ -355,7 +356,7 @@ def lpips_available(net: str = "alex") -> str | None:
     if not path.is_file():
         return (
             f"LPIPS unavailable: torchvision backbone weights {path.name} not found in "
-            f"{path.parent}; download {url} and put it there (or set TORCH_HOME)"
+            f"{display_path(path.parent)}; download {url} and put it there (or set TORCH_HOME)"
         )
     return None
 
