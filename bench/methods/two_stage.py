@@ -253,6 +253,46 @@ def upscaled_coarse(method, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     return upscale_coarse(method_coarse(method, image, hole), *hole.shape)
 
 
+class CoarseAt512(Inpainter):
+    """A registered method run at 512 px as the coarse stage sees it, then upscaled.
+
+    The same reduction (aspect kept, OpenCV nearest) and bilinear upscale as the two-stage
+    pipeline, so this row of a table is exactly the coarse base a refinement starts from.
+    Subclasses name the base in ``base_name``.
+    """
+
+    base_name: ClassVar[str] = ""
+
+    def __init__(self, context: MethodContext | None = None, arg: str | None = None):
+        super().__init__(context, arg)
+        self.base = create(self.base_name, self.context)
+
+    @classmethod
+    def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:
+        reason = method_unavailable_reason(cls.base_name, context)
+        return f"base method {cls.base_name!r}: {reason}" if reason else None
+
+    def set_item(self, image_id: str, resolution: int) -> None:
+        self.base.set_item(image_id, resolution)
+
+    def _inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return upscaled_coarse(self.base, image, mask)
+
+    def metadata(self) -> dict:
+        meta = super().metadata()
+        meta.update(coarse_size=COARSE_SIZE, upscale="OpenCV bilinear on uint8", base=self.base.metadata())
+        return meta
+
+    def close(self) -> None:
+        self.base.close()
+
+
+@register("telea@512", default=True)
+class Telea512(CoarseAt512):
+    description = "Telea at 512 px, upscaled bilinearly (the coarse base of two-stage-slim)"
+    base_name = "telea"
+
+
 # -- stage 2: refinement ------------------------------------------------------------------------
 def refine(net, matched: np.ndarray, hole: np.ndarray, device: str = "cpu",
            no_shift: bool = False) -> np.ndarray:
