@@ -1,11 +1,11 @@
 """``telea@512``: the coarse base of the two-stage pipeline as a benchmark row of its own."""
 
 import numpy as np
+from conftest import smooth_photo
 
 from bench.masks import centre_square_mask
 from bench.methods import create, default_methods
 from bench.methods.two_stage import upscaled_coarse
-from conftest import smooth_photo
 
 
 def test_telea_at_512_is_the_pipelines_coarse_base():
