@@ -69,7 +69,7 @@ def plot_runtime(items: pd.DataFrame, info: dict, out: Path) -> list[Path]:
     if ok.empty:
         return []
     g = ok.groupby(["method", "resolution"])["runtime_s"].median().reset_index()
-    methods = method_order(g.assign(metric="t"), info)
+    methods = method_order(g, info)
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     for i, meth in enumerate(methods):
         d = g[g.method == meth].sort_values("resolution")
@@ -114,7 +114,7 @@ def plot_qualitative(
     mask = read_mask(run_dir / "data" / row["mask"])
     masked = gt.copy()
     masked[mask] = 255
-    methods = method_order(ok.assign(metric="q"), info)
+    methods = method_order(ok, info)
     panels = [("ground truth", gt), ("input", masked)]
     panels += [(m, read_image(run_dir / ok[ok.method == m].output.iloc[0])) for m in methods]
     t, left, b, r = hole_bbox(mask)

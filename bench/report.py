@@ -63,8 +63,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def method_order(summary: pd.DataFrame, info: dict) -> list[str]:
-    present = list(dict.fromkeys(summary["method"]))
+def method_order(df: pd.DataFrame, info: dict) -> list[str]:
+    """Methods present in ``df`` (any table with a ``method`` column) in the run's order."""
+    present = list(dict.fromkeys(df["method"]))
     order = [m for m in info.get("method_order", []) if m in present]
     return order + [m for m in present if m not in order]
 

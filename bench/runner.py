@@ -21,6 +21,7 @@ scoring; ``peak_rss_mb`` is the worker's peak resident memory while the item ran
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import json
 import logging
 import multiprocessing as mp
@@ -156,7 +157,6 @@ def _versions() -> dict:
 
 # -- worker side --------------------------------------------------------------------------
 _INSTANCES: dict[str, object] = {}
-_LPIPS: dict[str, object] = {}
 
 
 def _worker_init(threads: int) -> None:
@@ -181,12 +181,12 @@ def _method(name: str, context: MethodContext, run_dir: Path):
     return inst
 
 
+@functools.cache
 def _lpips_metric(device: str):
+    # Built once per worker; the driver only asks for LPIPS when its weights are present.
     from . import metrics
 
-    if "m" not in _LPIPS:
-        _LPIPS["m"] = metrics.LPIPSMetric(device=device) if metrics.lpips_available() is None else None
-    return _LPIPS["m"]
+    return metrics.LPIPSMetric(device=device)
 
 
 @dataclass
@@ -306,14 +306,15 @@ def write_tables(run_dir: Path, records: list[dict]) -> None:
     write_text(run_dir / "metrics.csv", metrics_df.to_csv(index=False, float_format="%.6g"))
 
 
-def _write_run_json(run_dir: Path, cfg: RunConfig, device: str, skipped: dict, prep, wall_s: float | None):
+def _write_run_json(
+    run_dir: Path, cfg: RunConfig, device: str, skipped: dict, prep, lpips_note: str, wall_s: float | None
+):
     from . import metrics
 
     meta = {}
     for p in sorted((run_dir / "methods").glob("*.json")):
         m = json.loads(p.read_text())
         meta[m.get("name", p.stem)] = m
-    lp = metrics.lpips_available() if cfg.lpips else "LPIPS disabled by configuration"
     write_json(
         run_dir / "run.json",
         {
@@ -325,7 +326,7 @@ def _write_run_json(run_dir: Path, cfg: RunConfig, device: str, skipped: dict, p
             "cpu_count": os.cpu_count(),
             "metric_conventions": metrics.METRIC_CONVENTIONS,
             "metric_size": cfg.metric_size,
-            "lpips": "computed" if lp is None else lp,
+            "lpips": lpips_note,
             "methods": meta,
             "method_order": [m for m in cfg.methods if m not in skipped],
             "skipped_methods": skipped,
@@ -365,16 +366,16 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
 
     spec = PrepareSpec(tuple(cfg.resolutions), cfg.resize, cfg.mask, cfg.hole_fraction)
     prep = prepare(images, run_dir / "data", spec, progress=progress)
-    _write_run_json(run_dir, cfg, device, skipped, prep, None)
 
-    use_lpips = False
+    lpips_note = "LPIPS disabled by configuration"
     if cfg.lpips:
         from . import metrics
 
-        reason = metrics.lpips_available()
-        if reason:
-            log.info("%s", reason)
-        use_lpips = reason is None
+        lpips_note = metrics.lpips_available() or "computed"
+        if lpips_note != "computed":
+            log.info("%s", lpips_note)
+    use_lpips = lpips_note == "computed"
+    _write_run_json(run_dir, cfg, device, skipped, prep, lpips_note, None)
 
     tasks, reused = [], 0
     manifest = prep.manifest.sort_values(["resolution", "image"])
@@ -427,7 +428,9 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
             inst.close()
         _INSTANCES.clear()
         write_tables(run_dir, load_records(run_dir))
-        _write_run_json(run_dir, cfg, device, skipped, prep, round(time.perf_counter() - t_start, 2))
+        _write_run_json(
+            run_dir, cfg, device, skipped, prep, lpips_note, round(time.perf_counter() - t_start, 2)
+        )
     return RunSummary(run_dir, n_ok, n_failed, reused, skipped, time.perf_counter() - t_start)
 
 
