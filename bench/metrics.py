@@ -273,7 +273,7 @@ def ssim(out: np.ndarray, gt: np.ndarray) -> float:
     sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)``: 11x11 Gaussian
     window (σ 1.5, truncated at 3.5 σ), K1 0.01, K2 0.03, population covariance, per channel
     then averaged, the map cropped by 5 px on each side before averaging. Measured agreement
-    is better than 1e-7 (see tests and ``python -m bench.benchmarks.ssim_speed``).
+    is better than 1e-7 (see tests and ``python -m benchmarks.ssim_speed``).
 
     Speed: separable OpenCV float32 filters on row strips that stay in cache (run on
     ``cv2.getNumThreads()`` threads), four filtered maps instead of five (of x + y and

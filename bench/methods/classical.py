@@ -32,7 +32,7 @@ the protocol's 683x683 hole.
    heavier: about 4 s / 0.6 GB for 116 k hole pixels (a 341^2 hole) and 20 s / 2.7 GB for
    466 k (a 683^2 hole).
 
-Measured by ``python -m bench.benchmarks.classical_speed`` on one corpus photo with the
+Measured by ``python -m benchmarks.classical_speed`` on one corpus photo with the
 protocol's centre hole (2 cores shared with other jobs, load ~7, so wall time is ~2x CPU
 time): ours 0.9 s CPU (1.5 s wall) at 1024 and 2.8 s CPU (4.6 s wall) at 2048, ~0.5 GB;
 scikit-image's ``inpaint_biharmonic`` on the whole image 5.2 s CPU (15.5 s wall) at 1024 and

@@ -7,7 +7,7 @@ image at the smallest size (at 2048 it needs minutes and several GB, so it is no
 the script prints our biharmonic's speed-up over it and the largest difference between the
 two outputs (8-bit levels).
 
-    python -m bench.benchmarks.classical_speed [--image FILE] [--sizes 1024 2048]
+    python -m benchmarks.classical_speed [--image FILE] [--sizes 1024 2048]
         [--methods telea ns biharmonic patchmatch] [--no-baseline]
 """
 
@@ -25,7 +25,7 @@ from bench.methods import create
 from bench.resize import centre_square, resize_nearest
 
 DEFAULT_IMAGE = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "images"
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "images"
     / "lomiri16__aitzgorri_by_aitzol_berasategi.jpg"
 )
 

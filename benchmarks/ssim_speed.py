@@ -13,7 +13,7 @@ For each, the median wall time over ``--repeats`` runs of each implementation, t
 (scikit-image median / ours median), the process CPU-time ratio (OpenCV may use more than
 one core; scikit-image uses one) and the absolute difference of the two SSIM values.
 
-    python -m bench.benchmarks.ssim_speed [--sizes 1024 2048] [--repeats 3]
+    python -m benchmarks.ssim_speed [--sizes 1024 2048] [--repeats 3]
 """
 
 from __future__ import annotations

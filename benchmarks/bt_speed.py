@@ -1,6 +1,6 @@
 """Speed of the Bradley–Terry fit and the participant bootstrap (issue 7).
 
-Run: ``python -m bench.benchmarks.bt_speed``. Goals on the 2-core reference machine:
+Run: ``python -m benchmarks.bt_speed``. Goals on the 2-core reference machine:
 fit on 1,000,000 votes over 10 methods < 1 s; 1000-replicate bootstrap for 250 people x 25
 votes < 5 s. Baselines measured in the same run:
 

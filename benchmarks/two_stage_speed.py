@@ -16,7 +16,7 @@ same images (the embedded sample photos, centre-cropped, nearest-resized to N×N
 hole of side round(N/3)), the same torch thread count, and each runs in its own
 subprocess so its peak RSS is its own. Outputs are compared value by value.
 
-    python -m bench.benchmarks.two_stage_speed [--sizes 1024 2048] [--images 3]
+    python -m benchmarks.two_stage_speed [--sizes 1024 2048] [--images 3]
         [--weights-dir DIR] [--threads N]
 
 On two shared CPU cores the default (1024 and 2048, three images) takes about 12 minutes,
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLES = Path(__file__).resolve().parents[2] / "datasets" / "sample"
+SAMPLES = Path(__file__).resolve().parents[1] / "datasets" / "sample"
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def worker(args: argparse.Namespace) -> int:
 
 # -- the comparison ----------------------------------------------------------------------------------
 def _spawn(variant: str, pairs, weights_dir: Path, out: Path, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "bench.benchmarks.two_stage_speed", "--worker", variant,
+    cmd = [sys.executable, "-m", "benchmarks.two_stage_speed", "--worker", variant,
            "--pairs", json.dumps([[str(a), str(b)] for a, b in pairs]),
            "--weights-dir", str(weights_dir), "--out", str(out), "--threads", str(threads)]
     env = dict(os.environ, HRBENCH_THREADS=str(threads))

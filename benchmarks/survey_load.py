@@ -19,7 +19,7 @@ Clients run in separate processes (threads inside), on the same machine as the s
 on a small shared machine they compete with the server for CPU, so the numbers are a
 lower bound for a dedicated server.
 
-    python -m bench.benchmarks.survey_load [--clients 1,8,32] [--seconds 5]
+    python -m benchmarks.survey_load [--clients 1,8,32] [--seconds 5]
         [--synchronous FULL|NORMAL] [--workers 8] [--json out.json]
 """
 

@@ -1,1 +1,0 @@
-"""Benchmark scripts, each runnable as ``python -m bench.benchmarks.<name>``."""
