@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
 from .errors import UserError
-from .io import IMAGE_SUFFIXES
 
 log = logging.getLogger("hrbench.inpaint")
 
@@ -21,9 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("image", type=Path, help="input image (RGB; any hole content is ignored)")
     p.add_argument("mask", type=Path, help="mask image, same size, white (>= 128) = hole")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output file (.png or .jpg), or an existing folder")
-    p.add_argument("--method", default="two-stage", help="method name (default: two-stage)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (.png or .jpg), or a folder (an existing one, or a path ending "
+                   "in '/'): then OUT/<image stem>_<method>.png")
+    p.add_argument("--method", default="two-stage-slim",
+                   help="method name, see `hrbench methods` (default: two-stage-slim, which ships "
+                   "with the package)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file (never the input image or mask)")
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="folder with model_places2.pth / refinement.pth")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -40,12 +45,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.set_defaults(func=cmd_weights)
 
 
-def _output_path(out: Path, image: Path) -> Path:
+def _output_path(out: str, image: Path, method: str) -> Path:
+    """The file to write for ``-o out``: a folder gets ``<stem>_<method>.png``."""
+    from .runner import method_slug
+
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", os.sep)):
+        return path / f"{image.stem}_{method_slug(method)}.png"
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"-o {out}: unknown image type {path.suffix!r}; use .png or .jpg, or a folder")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name one file: same path after resolving links, or the same inode."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(out: Path, inputs: dict[str, Path], force: bool) -> None:
+    """Refuse to write ``out`` over an input (ever) or over an existing file (without --force)."""
+    for role, path in inputs.items():
+        if _same_file(out, path):
+            raise UserError(
+                f"-o {out}: this is the input {role} ({path}); choose another output file or folder"
+            )
     if out.is_dir():
-        return out / f"{image.stem}.png"
-    if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise UserError(f"-o {out}: unknown image type {out.suffix!r}; use .png or .jpg")
-    return out
+        raise UserError(f"-o {out}: is a folder; give a file name ending in .png or .jpg")
+    if out.exists() and not force:
+        raise UserError(f"-o {out}: file exists; pass --force to replace it, or choose another name")
 
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
@@ -55,7 +87,8 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
     if args.weights_dir is not None and not args.weights_dir.is_dir():
         raise UserError(f"--weights-dir {args.weights_dir}: folder not found")
-    out = _output_path(args.output, args.image)
+    out = _output_path(args.output, args.image, args.method)
+    check_output(out, {"image": args.image, "mask": args.mask}, args.force)
     image = read_image(args.image)
     mask = read_mask(args.mask, image.shape[:2])
     context = MethodContext(device=resolve_device(args.device), weights_dir=args.weights_dir)

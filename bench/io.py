@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,6 +109,22 @@ def check_image(image: np.ndarray, where: object = "image") -> None:
         raise UserError(f"{where}: expected uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
 
 
+def _create_temp(path: Path) -> Path:
+    """Create an empty, uniquely named file beside ``path`` and return its path.
+
+    Created with mode 0666 so the kernel applies the process umask (0644 normally), as a plain
+    ``open(path, "w")`` would; ``tempfile.mkstemp`` would force 0600 on every output.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{path.suffix or '.tmp'}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
@@ -117,10 +133,9 @@ def atomic_path(path: str | os.PathLike):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

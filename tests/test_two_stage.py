@@ -172,7 +172,7 @@ def test_inpaint_cli_missing_weights_is_one_line(no_weights, capsys):
     write_image(no_weights / "i.png", img)
     write_mask(no_weights / "m.png", mask)
     rc = cli_main(["inpaint", str(no_weights / "i.png"), str(no_weights / "m.png"),
-                   "-o", str(no_weights / "o.png")])
+                   "-o", str(no_weights / "o.png"), "--method", "two-stage"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "model_places2.pth" in err
     assert not (no_weights / "o.png").exists()
@@ -189,7 +189,7 @@ def test_inpaint_cli_bad_checkpoint_is_one_line(no_weights, capsys):
     write_image(no_weights / "i.png", img)
     write_mask(no_weights / "m.png", mask)
     rc = cli_main(["inpaint", str(no_weights / "i.png"), str(no_weights / "m.png"),
-                   "-o", str(no_weights / "o.png"), "--weights-dir", str(wdir)])
+                   "-o", str(no_weights / "o.png"), "--weights-dir", str(wdir), "--method", "two-stage"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0
     assert "does not fit DFNet" in err and "unexpected keys: 1 (bogus)" in err
@@ -213,7 +213,8 @@ def test_conformance_coarse_exact(random_weights, case):
 def test_conformance_full_pipeline_through_cli(random_weights, tmp_path, case):
     out = tmp_path / "out.png"
     rc = cli_main(["inpaint", str(DATA / case / "image.png"), str(DATA / case / "mask.png"),
-                   "-o", str(out), "--weights-dir", str(random_weights), "--device", "cpu"])
+                   "-o", str(out), "--weights-dir", str(random_weights), "--device", "cpu",
+                   "--method", "two-stage"])
     assert rc == 0
     got = read_image(out).astype(np.int16)
     expected = read_image(DATA / case / "expected.png").astype(np.int16)
