@@ -41,7 +41,7 @@ N_TRIALS = 25
 
 
 def _client_thread(port: int, kind: str, stop_at: float, lat: list, counts: list) -> None:
-    from survey_app.testing import Participant
+    from tests.survey_helpers import Participant
 
     n_ok = n_err = 0
     if kind == "healthz":
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.clients.split(",")]
 
     from survey_app.study import create_study
-    from survey_app.testing import ServerProcess, make_fake_run
+    from tests.survey_helpers import ServerProcess, make_fake_run
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="survey_load_") as tmp:

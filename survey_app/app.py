@@ -29,25 +29,32 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, current_app, render_template, request
+from werkzeug.exceptions import HTTPException
 
 from bench.errors import UserError
 
-from .db import Database, default_db_url, make_engine, sync_study
+from .admin import admin_bp, export_bp, unauthorised
+from .db import Database, default_db_url, make_engine
+from .participant import participant_bp
+from .queries import AnswerStatements, PairCounts
 from .security import (
     ADMIN_ENV,
     ADMIN_FILE,
     SECRET_ENV,
     SECRET_FILE,
+    SECURITY_HEADERS,
     CachedSerializerSessionInterface,
     RateLimiter,
+    check_csrf,
+    csrf_token,
     load_secret,
 )
-from .study import StudySpec, load_study
+from .state import SurveyState
+from .study import StudySpec, load_study, sync_study
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +75,6 @@ DEFAULTS: dict[str, Any] = {
     # Re-signing an unchanged cookie on every answer costs CPU and gains nothing here.
     "SESSION_REFRESH_EACH_REQUEST": False,
 }
-
-
-@dataclass
-class SurveyState:
-    """What every request needs, built once per app."""
-
-    spec: StudySpec
-    db: Database
-    study_id: int
-    items: dict[int, dict]  # item id -> {"path", "width", "height", "method", "image", "kind"}
-    admin_token: str | None
-    vote_limiter: RateLimiter
-    start_limiter: RateLimiter
-    login_limiter: RateLimiter
-    compare_pairs: list = field(default_factory=list)  # assign.PairRef, fixed per study
-    validation_pairs: list = field(default_factory=list)
-    answer_sql: Any = None  # views.AnswerStatements, prepared by views.init_app
-    pair_counts: Any = None  # views.PairCounts, made by views.init_app
 
 
 def _item_table(db: Database, spec: StudySpec, study_id: int) -> dict[int, dict]:
@@ -128,6 +117,33 @@ def _pair_refs(db: Database, study_id: int) -> tuple[list, list]:
     compare = [PairRef(i, a, b) for i, a, b, k in rows if k == "compare"]
     validation = [PairRef(i, a, b) for i, a, b, k in rows if k == "validation"]
     return compare, validation
+
+
+def _error_page(exc: HTTPException):
+    if exc.code == 401:
+        return unauthorised()
+    body = render_template("error.html", code=exc.code, name=exc.name,
+                           description=exc.description)
+    return Response(body, status=exc.code)
+
+
+def _before_request():
+    if request.method == "POST":
+        check_csrf()
+
+
+_SECURITY_HEADERS_LOWER = [(k.lower(), k, v) for k, v in SECURITY_HEADERS.items()]
+
+
+def _after_request(resp: Response) -> Response:
+    # One pass over the response's headers instead of a scan per setdefault() call.
+    present = {k.lower() for k in resp.headers.keys()}
+    resp.headers.extend([(k, v) for low, k, v in _SECURITY_HEADERS_LOWER if low not in present])
+    if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
+        resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if resp.mimetype == "text/html" or resp.mimetype == "text/csv":
+        resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -188,11 +204,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         login_limiter=RateLimiter(10, 0.2),
         compare_pairs=compare,
         validation_pairs=validation,
+        answer_sql=AnswerStatements(db.engine),
+        pair_counts=PairCounts(float(app.config["PAIR_COUNTS_TTL_S"])),
     )
-
-    from . import views
-
-    views.init_app(app)
+    app.register_blueprint(participant_bp)
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(export_bp)
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+    app.register_error_handler(HTTPException, _error_page)
+    app.jinja_env.globals["csrf_token"] = csrf_token
     return app
 
 

@@ -4,7 +4,7 @@
 which the app seeds with ``f"{study seed}:{participant id}"`` so a schedule can be rebuilt.
 
 Balance: the pairs a person gets are the ones with the fewest votes so far (answers plus
-schedules of people still active, see ``views``), ties broken at random. Over many people
+schedules of people still active, see ``queries``), ties broken at random. Over many people
 every pair therefore gets about the same number of votes.
 """
 

@@ -1,4 +1,4 @@
-"""Database engine, sessions and the study import.
+"""Database engine and sessions.
 
 SQLite is the embedded default (``STUDY/instance/survey.db``), in WAL mode so that readers
 never block the writer; any other SQLAlchemy URL (e.g. ``postgresql+psycopg://…``) is used
@@ -17,7 +17,6 @@ the last commits on power loss, and is faster. Configurable per app (``SQLITE_SY
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -27,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from .models import Base, Item, Pair, Study
+from .models import Base
 
 log = logging.getLogger(__name__)
 
@@ -291,64 +290,3 @@ class Prepared:
         if not self.fast:
             return conn.execute(self.stmt, params).rowcount
         return self._run(conn, params).rowcount
-
-
-def sync_study(db: Database, spec) -> int:
-    """Insert the study from ``spec`` (a ``study.StudySpec``) unless its uid is present.
-
-    Returns the study's database id. Safe to call from several processes at once: the
-    losers of the insert race see the unique ``uid`` and read the winner's row.
-    """
-    with db.session_scope() as s:
-        found = s.scalar(select(Study.id).where(Study.uid == spec.uid))
-    if found is not None:
-        return found
-    try:
-        with db.session_scope(write=True) as s:
-            found = s.scalar(select(Study.id).where(Study.uid == spec.uid))
-            if found is not None:
-                return found
-            study = Study(
-                uid=spec.uid,
-                name=spec.name,
-                question=spec.question,
-                n_trials=spec.trials_per_participant,
-                n_validation=spec.validation,
-                repeat_swapped=spec.repeat_swapped,
-                seed=spec.seed,
-                config_json=json.dumps(spec.raw.get("config", {}), sort_keys=True),
-            )
-            s.add(study)
-            s.flush()
-            ids: dict[str, int] = {}
-            for it in spec.items:
-                row = Item(
-                    study_id=study.id,
-                    key=it["key"],
-                    method=it["method"],
-                    image=it["image"],
-                    kind=it["kind"],
-                    file=it["file"],
-                    width=it["width"],
-                    height=it["height"],
-                    orig_width=it["orig_width"],
-                    orig_height=it["orig_height"],
-                )
-                s.add(row)
-                s.flush()
-                ids[it["key"]] = row.id
-            for p in spec.pairs:
-                s.add(
-                    Pair(
-                        study_id=study.id,
-                        item_a_id=ids[p["a"]],
-                        item_b_id=ids[p["b"]],
-                        kind=p["kind"],
-                        correct_item_id=ids[p["correct"]] if p.get("correct") else None,
-                    )
-                )
-            log.info("imported study %s: %d items, %d pairs", spec.uid, len(ids), len(spec.pairs))
-            return study.id
-    except IntegrityError:
-        with db.session_scope() as s:
-            return s.scalar(select(Study.id).where(Study.uid == spec.uid))

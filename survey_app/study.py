@@ -1,4 +1,5 @@
-"""``hrbench survey create``: build a study folder from a benchmark run.
+"""``hrbench survey create``: build a study folder from a benchmark run; ``sync_study``
+imports a loaded study into the database.
 
 A study folder is self-contained and read-only once made::
 
@@ -30,15 +31,23 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from tqdm import tqdm
 
 from bench.errors import UserError
 from bench.io import read_image, read_mask, sha256_file, write_image, write_json
 from bench.masks import hole_bbox
 from bench.resize import resize
+
+from .models import Item, Pair, Study
+
+if TYPE_CHECKING:
+    from .db import Database
 
 log = logging.getLogger(__name__)
 
@@ -405,3 +414,64 @@ def load_study(folder: str | Path) -> StudySpec:
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: malformed ({type(exc).__name__}: {exc}); recreate the study") from None
     return spec
+
+
+def sync_study(db: Database, spec: StudySpec) -> int:
+    """Insert the study from ``spec`` into the database unless its uid is present.
+
+    Returns the study's database id. Safe to call from several processes at once: the
+    losers of the insert race see the unique ``uid`` and read the winner's row.
+    """
+    with db.session_scope() as s:
+        found = s.scalar(select(Study.id).where(Study.uid == spec.uid))
+    if found is not None:
+        return found
+    try:
+        with db.session_scope(write=True) as s:
+            found = s.scalar(select(Study.id).where(Study.uid == spec.uid))
+            if found is not None:
+                return found
+            study = Study(
+                uid=spec.uid,
+                name=spec.name,
+                question=spec.question,
+                n_trials=spec.trials_per_participant,
+                n_validation=spec.validation,
+                repeat_swapped=spec.repeat_swapped,
+                seed=spec.seed,
+                config_json=json.dumps(spec.raw.get("config", {}), sort_keys=True),
+            )
+            s.add(study)
+            s.flush()
+            ids: dict[str, int] = {}
+            for it in spec.items:
+                row = Item(
+                    study_id=study.id,
+                    key=it["key"],
+                    method=it["method"],
+                    image=it["image"],
+                    kind=it["kind"],
+                    file=it["file"],
+                    width=it["width"],
+                    height=it["height"],
+                    orig_width=it["orig_width"],
+                    orig_height=it["orig_height"],
+                )
+                s.add(row)
+                s.flush()
+                ids[it["key"]] = row.id
+            for p in spec.pairs:
+                s.add(
+                    Pair(
+                        study_id=study.id,
+                        item_a_id=ids[p["a"]],
+                        item_b_id=ids[p["b"]],
+                        kind=p["kind"],
+                        correct_item_id=ids[p["correct"]] if p.get("correct") else None,
+                    )
+                )
+            log.info("imported study %s: %d items, %d pairs", spec.uid, len(ids), len(spec.pairs))
+            return study.id
+    except IntegrityError:
+        with db.session_scope() as s:
+            return s.scalar(select(Study.id).where(Study.uid == spec.uid))

@@ -445,9 +445,10 @@ def test_fit_a_study_collected_by_the_site(tmp_path):
     import re
 
     site = pytest.importorskip("survey_app.study", reason="the voting site (issue 6) is absent")
+    from survey_helpers import make_fake_run
+
     from survey_app import create_app
     from survey_app.db import default_db_url
-    from survey_app.testing import make_fake_run
 
     run = make_fake_run(tmp_path / "run")
     study = tmp_path / "study"

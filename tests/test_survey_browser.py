@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from survey_helpers import ServerProcess, make_fake_run
 
 from survey_app.export import export_votes
 from survey_app.study import create_study
-from survey_app.testing import ServerProcess, make_fake_run
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 N_TRIALS = 6

@@ -8,10 +8,10 @@ import threading
 import time
 
 import pytest
+from survey_helpers import Participant, ServerProcess, make_fake_run
 
 from survey_app.export import export_votes
 from survey_app.study import create_study
-from survey_app.testing import Participant, ServerProcess, make_fake_run
 
 N_PEOPLE = 60
 N_TRIALS = 10

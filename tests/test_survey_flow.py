@@ -7,13 +7,13 @@ import re
 
 import pandas as pd
 import pytest
+from survey_helpers import make_fake_run
 
 from bench.cli import main as cli_main
 from bench.errors import UserError
 from survey_app import create_app
 from survey_app.export import COLUMNS, export_votes
 from survey_app.study import create_study
-from survey_app.testing import make_fake_run
 
 TOKEN = "admin-token-for-tests-0123456789"
 

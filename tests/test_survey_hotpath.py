@@ -24,8 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from survey_app.db import Database, Prepared, make_engine
+from survey_app.queries import PairCounts
 from survey_app.security import CachedSerializerSessionInterface
-from survey_app.views import PairCounts
 
 meta = MetaData()
 rows = Table(

@@ -8,10 +8,10 @@ import urllib.parse
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from survey_helpers import make_fake_run
 
 from survey_app import create_app
 from survey_app.study import create_study
-from survey_app.testing import make_fake_run
 
 TOKEN = "robust-admin-token-0123456789abcdef"
 ENDPOINTS = ["/", "/start", "/trial", "/done", "/healthz", "/admin/", "/admin/login",

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from survey_helpers import make_fake_run
 
 from bench.errors import UserError
 from bench.io import read_image, read_mask
 from bench.masks import centre_square_mask
 from survey_app.study import broken_fill, create_study, crop_box, fit_size, load_study
-from survey_app.testing import make_fake_run
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Helpers shared by the survey tests and the load benchmark (not used by the site itself).
+"""Helpers shared by the survey tests and the load benchmark (not part of the package).
 
 - :func:`make_fake_run`: a tiny run folder in the layout ``hrbench run`` writes
   (``items.csv``, ``data/manifest.csv``, outputs), with synthetic photos.

@@ -1,0 +1,193 @@
+"""The admin pages (progress, exclusions, pair coverage, a live ranking) and the vote
+download, behind the admin token (``Authorization: Bearer TOKEN`` or a login form that
+stores a digest of the token in the signed session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+
+import pandas as pd
+from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
+from sqlalchemy import and_, case, func, select
+
+from .models import Pair, Participant, Vote
+from .security import constant_time_equal
+from .state import state
+
+log = logging.getLogger(__name__)
+
+admin_bp = Blueprint("admin", __name__, url_prefix="/admin")
+export_bp = Blueprint("export", __name__, url_prefix="/admin/export")
+
+
+def live_ranking(votes: pd.DataFrame) -> tuple[list[dict], str]:
+    """Per-method wins, win rate and, when ``survey_app.analysis`` is importable, the
+    Bradley–Terry log-strength (point fit only; the admin page must stay fast).
+
+    Only included (not excluded), non-validation answers count.
+    """
+    if len(votes) == 0:
+        return [], "no answers yet"
+    v = votes[~votes["excluded"] & ~votes["is_validation"]]
+    if len(v) == 0:
+        return [], "no included answers yet"
+    stats: dict[str, list[int]] = {}
+    for lm, rm, choice in zip(v["left_method"], v["right_method"], v["choice"], strict=True):
+        win, lose = (lm, rm) if choice == "left" else (rm, lm)
+        stats.setdefault(win, [0, 0])[0] += 1
+        stats.setdefault(win, [0, 0])[1] += 1
+        stats.setdefault(lose, [0, 0])[1] += 1
+    scores: dict[str, float] = {}
+    kind = "win rate (survey_app.analysis not available)"
+    try:
+        from . import analysis
+
+        tidy = analysis.tidy_votes(v[["participant", "left", "right", "choice"]])
+        names = sorted(set(tidy["left_unit"]) | set(tidy["right_unit"]))
+        pdata = analysis.pair_data(tidy, names)
+        wins = analysis.win_matrix(len(names), pdata.data, pdata.weights)
+        scores = dict(zip(names, map(float, analysis.fit_bt_counts(wins)), strict=True))
+        kind = "Bradley–Terry log-strength (point fit, no intervals; use `hrbench survey fit`)"
+    except ImportError:
+        pass
+    except Exception:  # the admin page must not fail because of the analysis module
+        log.exception("Bradley–Terry fit failed; showing win rates only")
+        kind = "win rate (Bradley–Terry fit failed; see the server log)"
+    rows = [
+        {"method": m, "wins": w, "votes": n, "win_rate": w / n if n else 0.0,
+         "score": scores.get(m)}
+        for m, (w, n) in stats.items()
+    ]
+    rows.sort(key=lambda r: (-(r["score"] if r["score"] is not None else r["win_rate"]),
+                             r["method"]))
+    return rows, kind
+
+
+
+def _admin_marker(token: str) -> str:
+    # The session stores a digest, not the token, and a new token logs everybody out.
+    return hashlib.sha256(b"hrbench-admin:" + token.encode()).hexdigest()[:32]
+
+
+def admin_authorised() -> bool:
+    token = state().admin_token
+    if not token:
+        return False
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer " and constant_time_equal(auth[7:].strip(), token):
+        return True
+    return constant_time_equal(session.get("admin") if isinstance(session.get("admin"), str)
+                               else None, _admin_marker(token))
+
+
+def unauthorised(message: str = "admin token required"):
+    body = render_template("admin_login.html", message=message)
+    return Response(body, status=401, headers={"WWW-Authenticate": 'Bearer realm="hrbench"'})
+
+
+def _require_admin():
+    if request.endpoint in ("admin.login", "admin.login_post"):
+        return None
+    if not admin_authorised():
+        return unauthorised()
+    return None
+
+
+admin_bp.before_request(_require_admin)
+export_bp.before_request(_require_admin)
+
+
+@admin_bp.get("/login")
+def login():
+    return unauthorised("enter the admin token")
+
+
+@admin_bp.post("/login")
+def login_post():
+    st = state()
+    if not st.login_limiter.allow(("login", request.remote_addr)):
+        abort(429, description="too many attempts; wait a minute")
+    token = request.form.get("token", "")
+    if st.admin_token and constant_time_equal(token.strip(), st.admin_token):
+        session["admin"] = _admin_marker(st.admin_token)
+        return redirect(url_for(".dashboard"), code=303)
+    return unauthorised("wrong token")
+
+
+@admin_bp.post("/logout")
+def logout():
+    session.pop("admin", None)
+    return redirect(url_for(".login"), code=303)
+
+
+@admin_bp.get("/")
+def dashboard():
+    from .export import export_votes
+
+    st = state()
+    with st.db.session_scope() as s:
+        people = s.execute(
+            select(
+                func.count(),
+                func.count(Participant.finished_at),
+                func.sum(case((Participant.excluded.is_(True), 1), else_=0)),
+            ).where(Participant.study_id == st.study_id)
+        ).one()
+        excluded = s.execute(
+            select(Participant.id, Participant.external_id, Participant.exclusion_reason,
+                   Participant.created_at)
+            .where(Participant.study_id == st.study_id, Participant.excluded.is_(True))
+            .order_by(Participant.id)
+        ).all()
+        per_pair = s.execute(
+            select(Pair.id, Pair.kind, Pair.item_a_id, Pair.item_b_id, func.count(Vote.id))
+            .outerjoin(Vote, and_(Vote.pair_id == Pair.id))
+            .where(Pair.study_id == st.study_id)
+            .group_by(Pair.id)
+            .order_by(func.count(Vote.id), Pair.id)
+        ).all()
+    votes = export_votes(st.db, study_uid=st.spec.uid)
+    ranking, ranking_kind = live_ranking(votes)
+    pairs = [
+        {
+            "id": pid,
+            "kind": kind,
+            "image": st.items[a]["image"],
+            "a": st.items[a]["method"],
+            "b": st.items[b]["method"],
+            "votes": n,
+        }
+        for pid, kind, a, b, n in per_pair
+    ]
+    return render_template(
+        "admin.html",
+        spec=st.spec,
+        n_people=people[0],
+        n_finished=people[1],
+        n_excluded=people[2] or 0,
+        n_votes=len(votes),
+        n_validation=int(votes["is_validation"].sum()) if len(votes) else 0,
+        excluded=excluded,
+        pairs=pairs,
+        ranking=ranking,
+        ranking_kind=ranking_kind,
+    )
+
+
+@export_bp.get("/votes.csv")
+def votes_csv():
+    from .export import export_votes
+
+    st = state()
+    df = export_votes(st.db, study_uid=st.spec.uid)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return Response(
+        buf.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="votes-{st.spec.uid}.csv"'},
+    )
+

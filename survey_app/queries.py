@@ -1,0 +1,142 @@
+"""The answer path's SQL and the pair-count cache used when planning new schedules.
+
+The answer path is the hot one: Core statements compiled once per app and run on the
+driver cursor on SQLite (:class:`survey_app.db.Prepared`): one read of participant +
+current trial + its validation answer, one insert, one update.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+
+from sqlalchemy import Boolean, DateTime, String, and_, bindparam, case, func, select, update
+
+from .db import Database, Prepared
+from .models import Pair, Participant, Trial, Vote, utcnow
+
+_vote, _part, _trial, _pair = Vote.__table__, Participant.__table__, Trial.__table__, Pair.__table__
+
+
+def pair_counts(db: Database, study_id: int, active_window_s: float) -> dict[int, int]:
+    """Votes per pair from included people, plus open schedules of recently active people."""
+    counts: dict[int, int] = {}
+    with db.session_scope() as s:
+        voted = s.execute(
+            select(Vote.pair_id, func.count())
+            .join(Participant, Participant.id == Vote.participant_id)
+            .join(Trial, Trial.id == Vote.trial_id)
+            .where(
+                Participant.study_id == study_id,
+                Participant.excluded.is_(False),
+                Trial.kind != "repeat",  # a person's second look adds no independent vote
+            )
+            .group_by(Vote.pair_id)
+        )
+        for pair_id, n in voted:
+            counts[pair_id] = counts.get(pair_id, 0) + n
+        cutoff = utcnow() - timedelta(seconds=active_window_s)
+        pending = s.execute(
+            select(Trial.pair_id, func.count())
+            .join(Participant, Participant.id == Trial.participant_id)
+            .where(
+                Participant.study_id == study_id,
+                Participant.finished_at.is_(None),
+                Participant.excluded.is_(False),
+                Participant.last_seen_at >= cutoff,
+                Trial.index >= Participant.next_index,
+                Trial.kind != "repeat",
+            )
+            .group_by(Trial.pair_id)
+        )
+        for pair_id, n in pending:
+            counts[pair_id] = counts.get(pair_id, 0) + n
+    return counts
+
+
+class PairCounts:
+    """Balance counts for new schedules, read from the database at most every ``ttl_s``.
+
+    Why: the two count queries scan every answer and every open schedule of the study, so
+    their cost grows with the study; run for each new participant they made starting a
+    session the dearest request of all. Between reads, the schedules this process plans
+    are added on top, so people starting at the same moment get different least-used
+    pairs (before, they read the same counts). Schedules planned by other server processes
+    and exclusions show up at the next read: the counts steer balance, they record nothing.
+    ``ttl_s <= 0`` reads the database every time.
+    """
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = float(ttl_s)
+        self._lock = threading.Lock()
+        self._counts: dict[int, int] | None = None
+        self._read_at = 0.0
+
+    def snapshot(self, read: Callable[[], dict[int, int]]) -> dict[int, int]:
+        """A copy of the counts; ``read()`` (the database query) when they are stale."""
+        with self._lock:  # one reader refreshes; the others wait for its result
+            now = time.monotonic()
+            if self._counts is None or now - self._read_at >= self.ttl_s:
+                self._counts, self._read_at = read(), now
+            return dict(self._counts)
+
+    def add(self, pair_ids: Iterable[int]) -> None:
+        """Count newly scheduled trials until the next database read includes them."""
+        with self._lock:
+            if self._counts is not None:
+                for pid in pair_ids:
+                    self._counts[pid] = self._counts.get(pid, 0) + 1
+
+
+_CURRENT = (
+    select(
+        _part.c.study_id, _part.c.next_index, _part.c.n_trials, _part.c.excluded,
+        _trial.c.id, _trial.c.pair_id, _trial.c.left_item_id,
+        _trial.c.right_item_id, _trial.c.kind, _pair.c.correct_item_id,
+    )
+    .select_from(
+        _part.outerjoin(
+            _trial,
+            and_(_trial.c.participant_id == _part.c.id, _trial.c.index == _part.c.next_index),
+        ).outerjoin(_pair, _pair.c.id == _trial.c.pair_id)
+    )
+    .where(_part.c.id == bindparam("pid"))
+)
+_PREV_CHOICE = select(_vote.c.choice).where(
+    _vote.c.participant_id == bindparam("pid"), _vote.c.trial_index == bindparam("idx")
+)
+_ADVANCE = (
+    update(_part)
+    # The guard on next_index makes a lost race (another answer got in first) update nothing.
+    .where(_part.c.id == bindparam("pid"), _part.c.next_index == bindparam("idx"))
+    .values(
+        next_index=bindparam("new_next"),
+        last_seen_at=bindparam("now", type_=DateTime),
+        excluded=bindparam("new_excluded"),
+        exclusion_reason=case(
+            (and_(bindparam("fail", type_=Boolean), _part.c.exclusion_reason.is_(None)),
+             bindparam("reason", type_=String)),
+            else_=_part.c.exclusion_reason,
+        ),
+        finished_at=case((bindparam("done", type_=Boolean), bindparam("now", type_=DateTime)),
+                         else_=_part.c.finished_at),
+    )
+)
+_VOTE_COLUMNS = [
+    "participant_id", "trial_index", "trial_id", "pair_id", "left_item_id", "right_item_id",
+    "choice", "chosen_item_id", "correct", "rt_ms_client", "rt_ms_server", "viewport_w",
+    "viewport_h", "created_at",
+]
+
+
+class AnswerStatements:
+    """The answer path's statements, prepared once for the app's engine."""
+
+    def __init__(self, engine):
+        self.current = Prepared(_CURRENT, engine)
+        self.prev_choice = Prepared(_PREV_CHOICE, engine)
+        self.insert_vote = Prepared(_vote.insert(), engine, columns=_VOTE_COLUMNS)
+        self.advance = Prepared(_ADVANCE, engine)
+

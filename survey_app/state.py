@@ -1,0 +1,39 @@
+"""Per-app state of the voting site: what every request needs, built once by ``create_app``.
+
+Kept apart from :mod:`survey_app.app` so that the blueprints can reach it without
+importing the factory (which imports them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+
+from .db import Database
+from .security import RateLimiter
+from .study import StudySpec
+
+
+@dataclass
+class SurveyState:
+    """What every request needs, built once per app."""
+
+    spec: StudySpec
+    db: Database
+    study_id: int
+    items: dict[int, dict]  # item id -> {"path", "width", "height", "method", "image", "kind"}
+    admin_token: str | None
+    vote_limiter: RateLimiter
+    start_limiter: RateLimiter
+    login_limiter: RateLimiter
+    compare_pairs: list = field(default_factory=list)  # assign.PairRef, fixed per study
+    validation_pairs: list = field(default_factory=list)
+    answer_sql: Any = None  # queries.AnswerStatements, prepared by create_app
+    pair_counts: Any = None  # queries.PairCounts, made by create_app
+
+
+def state() -> SurveyState:
+    """The current app's :class:`SurveyState` (inside a request or app context)."""
+    return current_app.extensions["survey"]
