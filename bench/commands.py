@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 # Library modules are imported inside the handlers so that `hrbench --help` is instant.
+from .cli_args import add_list_option
 from .protocol import DEFAULT_HOLE_FRACTION, PROTOCOL_RESOLUTIONS
 from .protocol import TABLE_FORMATS as FORMATS
 
@@ -17,10 +18,10 @@ log = logging.getLogger("hrbench")
 
 def _add_protocol_args(p: argparse.ArgumentParser, defaults: bool) -> None:
     d = (lambda v: v) if defaults else (lambda v: None)
-    p.add_argument(
+    add_list_option(
+        p,
         "--resolutions",
-        type=int,
-        nargs="+",
+        item_type=int,
         default=d(list(PROTOCOL_RESOLUTIONS)),
         metavar="N",
         help="test sizes N (N×N squares); default 1024 1536 1792 2048",
@@ -156,8 +157,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("run", help="run methods × images × resolutions (default: the embedded sample set)")
     p.add_argument("--config", help="TOML file with run settings (command-line flags override it)")
-    p.add_argument(
-        "--methods", nargs="+", help="method names (see `hrbench methods`); default set if omitted"
+    add_list_option(
+        p, "--methods", metavar="METHOD", help="method names (see `hrbench methods`); default set if omitted"
     )
     p.add_argument("--images", help="folder of photos (default: the embedded sample set)")
     p.add_argument("--out", help="run folder (default results/sample-run); rerunning resumes it")
@@ -175,7 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="Table 1 of a run (md, csv or LaTeX)")
     p.add_argument("run", help="run folder")
     p.add_argument("--format", choices=FORMATS, default="md")
-    p.add_argument("--metrics", nargs="+", help="metrics to show (default l1 psnr ssim)")
+    add_list_option(p, "--metrics", metavar="METRIC", help="metrics to show (default l1 psnr ssim)")
     p.add_argument("--ci", action="store_true", help="show 95 %% confidence intervals of the means")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_table)

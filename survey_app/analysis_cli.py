@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.cli_args import add_list_option
 from bench.errors import UserError
 from bench.io import write_json, write_text
 
@@ -312,10 +313,10 @@ def register_analysis_commands(survey_subparsers: argparse._SubParsersAction) ->
         "recovered and every adjacent pair is separated at 95 %%.",
     )
     s.add_argument("--methods", type=int, help="number of methods (default: len(--scores) or 5)")
-    s.add_argument("--scores", type=float, nargs="+",
-                   help="true BT log-strengths, one per method (default evenly 0.5 … -0.5)")
-    s.add_argument("--participants", nargs="+", default=["50", "100", "150", "250"],
-                   help="participant counts to simulate, e.g. 50 100 150 or 50,100")
+    add_list_option(s, "--scores", item_type=float, metavar="S",
+                    help="true BT log-strengths, one per method (default evenly 0.5 … -0.5)")
+    add_list_option(s, "--participants", default=["50", "100", "150", "250"], metavar="N",
+                    help="participant counts to simulate, e.g. 50 100 150 or 50,100")
     s.add_argument("--trials", type=int, default=25, help="answers per person (default 25)")
     s.add_argument("--validation", type=int, default=2,
                    help="validation questions among them (default 2)")

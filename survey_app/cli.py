@@ -7,16 +7,10 @@ import importlib
 import logging
 from pathlib import Path
 
+from bench.cli_args import add_list_option
 from bench.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-def _csv_list(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
 
 
 def _positive_int(text: str) -> int:
@@ -123,8 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = sub.add_parser("create", help="build a study folder from a benchmark run")
     c.add_argument("--run", required=True, type=Path, help="run folder written by `hrbench run`")
     c.add_argument("--resolution", required=True, type=_positive_int, help="e.g. 1024")
-    c.add_argument("--methods", type=_csv_list, help="comma-separated (default: all in the run)")
-    c.add_argument("--images", type=_csv_list, help="comma-separated image names (default: all)")
+    add_list_option(c, "--methods", metavar="METHOD", help="methods to compare (default: all in the run)")
+    add_list_option(c, "--images", metavar="IMAGE", help="image names (default: all)")
     c.add_argument("--trials-per-participant", type=_positive_int, default=25,
                    help="answers per person, validation included (default 25)")
     c.add_argument("--validation", type=int, default=2,

@@ -6,21 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..cli_args import add_list_option
 from ..errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected comma-separated integers, e.g. 1024,2048"
-        ) from None
-    if not vals:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return vals
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -51,17 +40,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--coarse", default="telea",
                    help="registered method used as the coarse base at 512 (default telea)")
     p.add_argument("--exclude-list", type=Path, help="text file of image names (one a line) never to use")
-    p.add_argument("--val-images", default="", help="comma-separated names held out for validation")
+    add_list_option(p, "--val-images", default=[], metavar="NAME", help="names held out for validation")
     p.add_argument("--val-count", type=int, default=3,
                    help="hold out the last K images when --val-images is empty")
-    p.add_argument("--val-sizes", type=_int_list, default=(1024, 2048),
-                   help="validation sizes (default 1024,2048)")
+    add_list_option(p, "--val-sizes", item_type=int, default=(1024, 2048), metavar="N",
+                    help="validation sizes (default 1024 2048)")
     p.add_argument("--val-every", type=int, default=250, help="validate and checkpoint every N steps")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     p.add_argument("--patch", type=int, default=256, help="training patch side (multiple of 32)")
-    p.add_argument("--sizes", type=_int_list, default=(1024, 1280, 1536, 1792, 2048),
-                   help="square sizes a training square is reduced to (multiples of 128)")
+    add_list_option(p, "--sizes", item_type=int, default=(1024, 1280, 1536, 1792, 2048), metavar="N",
+                    help="square sizes a training square is reduced to (multiples of 128)")
     p.add_argument("--mask-coverage", type=_range, default=(0.1, 0.5), help="hole fraction of the square")
     p.add_argument("--patch-hole", type=_range, default=(0.1, 0.9), help="hole fraction of a patch")
     p.add_argument("--squares-per-image", type=int, default=3)
@@ -69,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vgg-weights", type=Path,
                    help="torchvision vgg16 state_dict file for perceptual/style loss")
     p.add_argument("--no-shift", action="store_true", help="ablation: plain copies instead of shifted ones")
-    p.add_argument("--widths", type=_int_list, default=None, help="5 encoder widths of the slim net")
+    add_list_option(p, "--widths", item_type=int, default=None, metavar="W",
+                    help="5 encoder widths of the slim net")
     p.add_argument("--head", type=int, default=None, help="full-resolution decoder width")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -89,7 +79,7 @@ def _cmd_refine(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')}: {getattr(args, name)} is out of range")
     widths = args.widths or DEFAULT_WIDTHS
     if len(widths) != 5:
-        raise UserError(f"--widths: need 5 comma-separated widths, got {len(widths)}")
+        raise UserError(f"--widths: need 5 widths, got {len(widths)}")
     exclude = sorted(read_exclude_list(args.exclude_list)) if args.exclude_list else []
     cfg = TrainConfig(
         images=args.images,
@@ -103,8 +93,8 @@ def _cmd_refine(args: argparse.Namespace) -> int:
         threads=args.threads,
         val_every=args.val_every,
         val_count=args.val_count,
-        val_images=[v.strip() for v in args.val_images.split(",") if v.strip()],
-        val_sizes=args.val_sizes,
+        val_images=list(args.val_images),
+        val_sizes=tuple(args.val_sizes),
         max_minutes=args.max_minutes,
         exclude=exclude,
         vgg_weights=args.vgg_weights,
@@ -114,7 +104,7 @@ def _cmd_refine(args: argparse.Namespace) -> int:
         resume=args.resume,
         data=DataConfig(
             patch=args.patch,
-            sizes=args.sizes,
+            sizes=tuple(args.sizes),
             mask_coverage=args.mask_coverage,
             patch_hole=args.patch_hole,
             squares_per_image=args.squares_per_image,

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ..cli_args import add_list_option
 from ..datasets import PROTOCOL_RESOLUTIONS, sample_dir
 from ..errors import UserError
 from ..io import list_images, read_image, write_text
@@ -135,7 +136,8 @@ def markdown(df: pd.DataFrame, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.train.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=Path, default=None, help="photos (default: the embedded sample set)")
-    p.add_argument("--sizes", type=int, nargs="+", default=list(PROTOCOL_RESOLUTIONS))
+    add_list_option(p, "--sizes", item_type=int, default=list(PROTOCOL_RESOLUTIONS), metavar="N",
+                    help="test sizes (default: the protocol's)")
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="folder holding a slim_refine.pth to use instead of the shipped one")
     p.add_argument("--device", default="cpu")
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shown = ["python -m bench.train.evaluate", *(argv if argv is not None else sys.argv[1:])]
     write_text(args.out, markdown(df, " ".join(shown)))
-    df.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.6f")
+    write_text(args.out.with_suffix(".csv"), df.to_csv(index=False, float_format="%.6f"))
     return 0
 
 
