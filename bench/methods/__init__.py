@@ -8,6 +8,7 @@ from .base import (
     create,
     default_methods,
     describe,
+    identity,
     register,
     unavailable_reason,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "create",
     "default_methods",
     "describe",
+    "identity",
     "register",
     "unavailable_reason",
 ]

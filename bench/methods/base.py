@@ -13,7 +13,12 @@ Methods are registered by name with :func:`register`. A name is either exact (``
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +62,13 @@ class Inpainter:
     native_size: ClassVar[int | None] = None  # working resolution, None = full resolution
     uses_gpu: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True
+    # Part of every result's fingerprint (see ``identity``): bump it when a change outside
+    # the method's code modules (e.g. in a library it calls) alters its results.
+    version: ClassVar[str] = "1"
+    # Modules besides those of the class and its bases whose code shapes the results.
+    code_modules: ClassVar[tuple[str, ...]] = ()
+    # Importable modules whose version shapes the results (e.g. ``cv2``).
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: MethodContext | None = None, arg: str | None = None):
         self.context = context or MethodContext()
@@ -67,6 +79,37 @@ class Inpainter:
     def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:
         """None when the method can run here; otherwise one line saying what is missing."""
         return None
+
+    @classmethod
+    def weights_files(cls, context: MethodContext, arg: str | None = None) -> list[Path]:
+        """The checkpoint files this method would load here (their sha256 enter ``identity``)."""
+        return []
+
+    @classmethod
+    def uses_methods(cls, context: MethodContext, arg: str | None = None) -> list[str]:
+        """Names of other registered methods this one runs (their identities are part of its own)."""
+        return []
+
+    @classmethod
+    def identity(cls, context: MethodContext, arg: str | None = None) -> dict:
+        """Everything besides the input that this method's results depend on, cheaply, without
+        loading a model: class, argument, version, conventions, device, the sha256 of its code
+        and weights files, library versions and the identities of methods it runs.
+        """
+        modules = {c.__module__ for c in cls.__mro__ if issubclass(c, Inpainter)}
+        return {
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "arg": arg,
+            "version": cls.version,
+            "color_order": cls.color_order,
+            "pad_multiple": cls.pad_multiple,
+            "native_size": cls.native_size,
+            "device": context.device if cls.uses_gpu else "cpu",
+            "code_sha256": _code_sha256(tuple(sorted(modules | set(cls.code_modules)))),
+            "weights_sha256": {p.name: _file_sha256(p) for p in cls.weights_files(context, arg)},
+            "libraries": {m: _library_version(m) for m in cls.libraries},
+            "uses": {n: identity(n, context) for n in cls.uses_methods(context, arg)},
+        }
 
     def metadata(self) -> dict:
         """Facts recorded in run.json; subclasses extend (weights file, sha256, …)."""
@@ -126,6 +169,51 @@ class Inpainter:
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``inpaint(uint8[H,W,3] RGB, bool[H,W] hole) -> uint8[H,W,3] RGB``."""
         return self.run(image, mask).image
+
+
+# -- identity helpers -----------------------------------------------------------------------
+def _code_sha256(modules: tuple[str, ...]) -> str:
+    """sha256 over the source of ``modules`` (a package: all its ``.py`` files), in order.
+
+    Read on every call, not cached: an edit between two runs in one process must count.
+    """
+    h = hashlib.sha256()
+    for mod in modules:
+        # Found without importing it (``nets`` would import torch); ``__main__`` has no spec.
+        module = sys.modules.get(mod)
+        if module is not None:
+            source, package = getattr(module, "__file__", None), hasattr(module, "__path__")
+        else:
+            spec = importlib.util.find_spec(mod)
+            source, package = spec.origin, spec.submodule_search_locations is not None
+        if source is None:  # built-in or frozen: nothing of ours to hash
+            h.update(f"{mod}:<no source>\n".encode())
+            continue
+        source = Path(source)
+        files = sorted(source.parent.rglob("*.py")) if package else [source]
+        for f in files:
+            h.update(f"{mod}:{f.relative_to(source.parent).as_posix()}\n".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    from .weights import file_record  # cached by path, size and mtime
+
+    return file_record(path)["sha256"]
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def _library_version(module: str) -> str:
+    """Version of the distribution(s) providing ``module``, found without importing it
+    (importing torch in the driver only to read its version would cost seconds).
+    """
+    dists = sorted(set(_distributions().get(module, [])))
+    return ", ".join(f"{d} {importlib.metadata.version(d)}" for d in dists) or "unknown"
 
 
 # -- registry -------------------------------------------------------------------------------
@@ -211,6 +299,12 @@ def unavailable_reason(name: str, context: MethodContext) -> str | None:
     return entry.factory.unavailable_reason(context, arg)
 
 
+def identity(name: str, context: MethodContext) -> dict:
+    """What results of method ``name`` depend on besides the input (see ``Inpainter.identity``)."""
+    entry, arg = _resolve(name)
+    return {"name": name, **entry.factory.identity(context, arg)}
+
+
 def create(name: str, context: MethodContext | None = None) -> Inpainter:
     """Instantiate the method called ``name``; ``MethodUnavailable`` if it cannot run here."""
     context = context or MethodContext()
@@ -243,5 +337,6 @@ __all__ = [
     "available_names",
     "default_methods",
     "unavailable_reason",
+    "identity",
     "describe",
 ]

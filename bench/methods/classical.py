@@ -66,6 +66,7 @@ class _OpenCVInpainter(Inpainter):
 
     radius: int = 3
     cv_flag: int = cv2.INPAINT_TELEA
+    libraries = ("cv2",)
 
     def _inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         # cv2.inpaint treats the channels independently, so RGB order is fine as is.
@@ -302,6 +303,7 @@ class Biharmonic(Inpainter):
     """Biharmonic inpainting (Damelin & Hoang 2018), equal to scikit-image's, solved fast."""
 
     description = "Biharmonic inpainting, equal to scikit-image's inpaint_biharmonic (fast solver)"
+    libraries = ("numpy", "scipy")
 
     def _inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         filled = biharmonic_fill(image.astype(np.float64) / 255.0, mask)

@@ -18,6 +18,7 @@ The runner names the item with :meth:`Inpainter.set_item` before each call; outs
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,18 @@ class External(Inpainter):
             return (f"{folder}: folder not found; external:<folder> needs the tool's results as "
                     "<folder>/<resolution>/<image>.png")
         return None
+
+    @classmethod
+    def identity(cls, context: MethodContext, arg: str | None = None) -> dict:
+        # The results are the folder's files: any file added, replaced or touched counts.
+        folder = Path(arg or "")
+        listing = sorted(
+            f"{p.relative_to(folder).as_posix()}:{st.st_size}:{st.st_mtime_ns}"
+            for p in folder.rglob("*")
+            if p.is_file() and (st := p.stat())
+        )
+        digest = hashlib.sha256("\n".join(listing).encode()).hexdigest()
+        return {**super().identity(context, arg), "folder_listing_sha256": digest}
 
     def set_item(self, image_id: str, resolution: int) -> None:
         self._item = (image_id, int(resolution))

@@ -46,6 +46,7 @@ class PatchMatch(Inpainter):
     """PatchMatch inpainting via the pypatchmatch package (patch radius 3, seeded)."""
 
     description = "PatchMatch inpainting (pypatchmatch, 7x7 patches, seeded)"
+    libraries = ("patchmatch",)
     deterministic = True
 
     @classmethod

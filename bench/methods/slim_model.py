@@ -62,6 +62,9 @@ class _SlimTwoStage(Inpainter):
     uses_gpu = True  # the refinement runs on context.device (CPU by default)
     no_shift: ClassVar[bool] = False
     weights_path: ClassVar[Path] = SHIPPED_WEIGHTS
+    # The coarse base (named in the checkpoint, Telea so far) and the refinement code.
+    code_modules = ("bench.methods.two_stage", "bench.methods.nets", "bench.methods.classical")
+    libraries = ("torch", "cv2")
 
     @classmethod
     def find_weights(cls, context: MethodContext) -> Path:
@@ -71,6 +74,11 @@ class _SlimTwoStage(Inpainter):
             if own.is_file():
                 return own
         return cls.weights_path
+
+    @classmethod
+    def weights_files(cls, context: MethodContext, arg: str | None = None) -> list[Path]:
+        path = cls.find_weights(context)
+        return [path] if path.is_file() else []
 
     @classmethod
     def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:

@@ -262,10 +262,15 @@ class CoarseAt512(Inpainter):
     """
 
     base_name: ClassVar[str] = ""
+    libraries = ("cv2",)
 
     def __init__(self, context: MethodContext | None = None, arg: str | None = None):
         super().__init__(context, arg)
         self.base = create(self.base_name, self.context)
+
+    @classmethod
+    def uses_methods(cls, context: MethodContext, arg: str | None = None) -> list[str]:
+        return [cls.base_name]
 
     @classmethod
     def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:
@@ -356,6 +361,8 @@ class _TorchInpainter(Inpainter):
     pad_multiple = PAD_MULTIPLE
     uses_gpu = True
     needs: ClassVar[tuple[weights.WeightsFile, ...]] = ()
+    code_modules = ("bench.methods.nets",)
+    libraries = ("torch", "cv2")
 
     def __init__(self, context: MethodContext | None = None, arg: str | None = None):
         super().__init__(context, arg)
@@ -366,6 +373,10 @@ class _TorchInpainter(Inpainter):
     @classmethod
     def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:
         return _cuda_reason(context) or weights.missing_reason(cls.needs, context)
+
+    @classmethod
+    def weights_files(cls, context: MethodContext, arg: str | None = None) -> list:
+        return [p for f in cls.needs if (p := weights.find(f, context)) is not None]
 
     def net(self, key: str):
         """The network for weights ``key`` ('dfnet' or 'refinement'), loaded on first use."""
@@ -459,6 +470,10 @@ class TwoStageOver(TwoStage):
         if not arg:
             raise ValueError("two-stage:<base> needs a base method name")
         self.base = create(arg, self.context)
+
+    @classmethod
+    def uses_methods(cls, context: MethodContext, arg: str | None = None) -> list[str]:
+        return [arg] if arg else []
 
     @classmethod
     def unavailable_reason(cls, context: MethodContext, arg: str | None = None) -> str | None:
