@@ -467,7 +467,7 @@ def test_fit_a_study_collected_by_the_site(tmp_path):
             == 303
         while (page := client.get("/trial")).status_code == 200:
             idx = int(re.search(r'name="trial" value="(\d+)"', page.text).group(1))
-            left, right = (items[int(i)] for i in re.findall(r'src="/image/(\d+)"', page.text))
+            left, right = (items[int(i)] for i in re.findall(r'<image href="/image/(\d+)"', page.text))
             if {left["kind"], right["kind"]} == {"reference", "broken"}:
                 good_left = left["kind"] == "reference"
                 pick_left = good_left != (person in cheaters)  # cheaters fail validation

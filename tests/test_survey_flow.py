@@ -64,7 +64,7 @@ def _current(client) -> tuple[int, int, str, str] | None:
     idx = int(re.search(r'name="trial" value="(\d+)"', r.text).group(1))
     shown, n = re.search(r'id="progress">(\d+) of (\d+)<', r.text).groups()
     assert int(shown) == idx + 1
-    left, right = re.findall(r'src="/image/(\d+)"', r.text)
+    left, right = re.findall(r'<image href="/image/(\d+)"', r.text)
     return idx, int(n), left, right
 
 
