@@ -11,7 +11,7 @@ from pathlib import Path
 # Library modules are imported inside the handlers so that `hrbench --help` is instant.
 from .cli_args import add_list_option
 from .protocol import DEFAULT_HOLE_FRACTION, PROTOCOL_RESOLUTIONS
-from .protocol import TABLE_FORMATS as FORMATS
+from .tables import FORMATS
 
 log = logging.getLogger("hrbench")
 

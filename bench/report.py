@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import UserError
-from .protocol import TABLE_FORMATS as FORMATS
+from .tables import FORMATS, Cell, Table, render
 
 TABLE_METRICS = ("l1", "psnr", "ssim")
 LOWER_IS_BETTER = {"l1", "hole_l1", "lpips"}
@@ -29,11 +29,13 @@ LABELS = {
     "hole_psnr": "hole PSNR",
     "lpips": "LPIPS",
 }
-METRIC_NOTE = (
+METRIC_PROTOCOL = (
     "L1: mean absolute error on 0–255 over all pixels and channels; PSNR: data range 255; "
     "SSIM: Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, population covariance, per channel "
-    "then averaged (= scikit-image); full conventions in run.json."
+    "then averaged (= scikit-image)"
 )
+METRIC_NOTE = METRIC_PROTOCOL + "; full conventions in run.json."
+CI_NOTE = "± is the half-width of the 95 % Student-t interval of the mean over images."
 DIGITS = {"l1": 3, "psnr": 3, "ssim": 3, "hole_l1": 2, "hole_psnr": 2, "lpips": 4}
 
 
@@ -74,10 +76,13 @@ def _fmt(x: float, metric: str) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.{DIGITS.get(metric, 3)}f}"
 
 
-def build_table(df: pd.DataFrame, info: dict | None = None, metrics=TABLE_METRICS, ci: bool = False):
-    """Return (header rows, body rows, notes) as plain strings with ``bold`` flags.
+def build_table(
+    df: pd.DataFrame, info: dict | None = None, metrics=TABLE_METRICS, ci: bool = False
+) -> Table:
+    """Table 1 of a run: methods × (resolution × metric) means, best of each column bold.
 
-    Body cells are (text, is_best) pairs; the renderers add the markup.
+    ``notes`` (Markdown) include practical remarks such as why a method was skipped; the
+    LaTeX ``caption`` states the protocol only.
     """
     info = info or {}
     s = summarize(df[df["metric"].isin(metrics)])
@@ -110,15 +115,15 @@ def build_table(df: pd.DataFrame, info: dict | None = None, metrics=TABLE_METRIC
             for m in metrics:
                 c = cell.get((meth, n, m))
                 if c is None:
-                    row.append(("–", False))
+                    row.append(Cell("–"))
                     continue
                 text = _fmt(c.mean, m)
                 if ci and np.isfinite(c.ci_half):
                     text += f" ± {_fmt(c.ci_half, m)}"
                 if not uniform_n[n]:
                     text += f" (n={c.n})"
-                row.append((text, best.get((n, m)) == meth))
-        body.append((meth, row))
+                row.append(Cell(text, best.get((n, m)) == meth))
+        body.append([meth, *row])
     notes = []
     if all_uniform:
         notes.append(f"Every cell is the mean over n = {next(iter(max_n.values()))} images.")
@@ -127,61 +132,47 @@ def build_table(df: pd.DataFrame, info: dict | None = None, metrics=TABLE_METRIC
     if info.get("metric_conventions"):
         notes.append(METRIC_NOTE)
     if info.get("metric_size"):
-        notes.append(f"Scored after nearest-neighbour downsampling to {info['metric_size']} px.")
+        notes.append(_metric_size_note(info["metric_size"]))
     if ci:
-        notes.append("± is the half-width of the 95 % Student-t interval of the mean over images.")
-    return header, body, notes
+        notes.append(CI_NOTE)
+    columns = ["Method"] + [m for _, ms in header for m in ms]
+    groups = [(res, len(ms)) for res, ms in header]
+    caption = protocol_caption(info, next(iter(max_n.values())) if all_uniform else None, ci)
+    return Table(columns, body, groups, notes, caption, label="tab:hrbench")
 
 
-def render_markdown(header, body, notes) -> str:
-    cols = ["Method"] + [f"{res} {m}" for res, ms in header for m in ms]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for meth, row in body:
-        cells = [f"**{t}**" if b else t for t, b in row]
-        lines.append("| " + " | ".join([meth, *cells]) + " |")
-    if notes:
-        lines.append("")
-        lines.extend(f"- {n}" for n in notes)
-    return "\n".join(lines) + "\n"
+def protocol_caption(info: dict, n_images: int | None, ci: bool) -> str:
+    """What a paper's caption must say about how the numbers were made, from run.json.
+
+    ``n_images``: the image count of every cell, or None when cells differ (then each shows n).
+    """
+    cfg = info.get("config") or {}
+    parts = []
+    if n_images:
+        parts.append(f"Mean over {n_images} images per cell; best of each column in bold.")
+    else:
+        parts.append("Mean over the images given in each cell (n); best of each column in bold.")
+    resize = {"nearest": "nearest-neighbour", "area": "area"}.get(cfg.get("resize"), None)
+    if resize:
+        parts.append(
+            f"Each photo is centre-cropped to a square and reduced to N×N pixels ({resize} resampling)."
+        )
+    if cfg.get("mask") == "centre" and cfg.get("hole_fraction"):
+        frac = cfg["hole_fraction"]
+        side = "N/3" if abs(frac - 1 / 3) < 1e-9 else f"{frac:g} N"
+        parts.append(f"Centred square hole of side {side}.")
+    elif cfg.get("mask"):
+        parts.append("Holes from user-supplied mask files.")
+    parts.append(METRIC_PROTOCOL + ".")
+    if info.get("metric_size"):
+        parts.append(_metric_size_note(info["metric_size"]))
+    if ci:
+        parts.append(CI_NOTE)
+    return " ".join(parts)
 
 
-def _latex_escape(s: str) -> str:
-    for a, b in (
-        ("\\", r"\textbackslash{}"),
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("_", r"\_"),
-        ("#", r"\#"),
-        ("±", r"$\pm$"),
-        ("↓", r"$\downarrow$"),
-        ("↑", r"$\uparrow$"),
-        ("–", "--"),
-        ("—", "---"),
-    ):
-        s = s.replace(a, b)
-    return s
-
-
-def render_latex(header, body, notes) -> str:
-    k = len(header[0][1]) if header else 0
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\begin{tabular}{l" + ("|" + "c" * k) * len(header) + "}",
-        r"\hline",
-    ]
-    lines.append(
-        " & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{_latex_escape(res)}}}" for res, _ in header) + r" \\"
-    )
-    lines.append("Method & " + " & ".join(_latex_escape(m) for _, ms in header for m in ms) + r" \\ \hline")
-    for meth, row in body:
-        cells = [rf"\textbf{{{_latex_escape(t)}}}" if b else _latex_escape(t) for t, b in row]
-        lines.append(_latex_escape(meth) + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\hline", r"\end{tabular}"]
-    if notes:
-        lines.append(r"\caption{" + _latex_escape(" ".join(notes)) + "}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+def _metric_size_note(size: int) -> str:
+    return f"Scored after nearest-neighbour downsampling to {size} px."
 
 
 def render_csv(df: pd.DataFrame, metrics=TABLE_METRICS) -> str:
@@ -203,5 +194,4 @@ def table(run_dir: str | Path, fmt: str = "md", metrics=TABLE_METRICS, ci: bool 
         )
     if fmt == "csv":
         return render_csv(df, metrics)
-    header, body, notes = build_table(df, info, metrics, ci)
-    return render_markdown(header, body, notes) if fmt == "md" else render_latex(header, body, notes)
+    return render(build_table(df, info, metrics, ci), fmt)
