@@ -18,7 +18,7 @@ import time
 import choix
 import numpy as np
 
-from survey_app import analysis as A
+from bench import ranking as A
 
 
 def _votes(theta: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

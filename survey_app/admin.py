@@ -24,8 +24,8 @@ export_bp = Blueprint("export", __name__, url_prefix="/admin/export")
 
 
 def live_ranking(votes: pd.DataFrame) -> tuple[list[dict], str]:
-    """Per-method wins, win rate and, when ``survey_app.analysis`` is importable, the
-    Bradley–Terry log-strength (point fit only; the admin page must stay fast).
+    """Per-method wins, win rate and the Bradley–Terry log-strength (``bench.ranking``;
+    point fit only: the admin page must stay fast).
 
     Only included (not excluded), non-validation answers count.
     """
@@ -41,18 +41,11 @@ def live_ranking(votes: pd.DataFrame) -> tuple[list[dict], str]:
         stats.setdefault(win, [0, 0])[1] += 1
         stats.setdefault(lose, [0, 0])[1] += 1
     scores: dict[str, float] = {}
-    kind = "win rate (survey_app.analysis not available)"
     try:
-        from . import analysis
+        from bench.ranking import bt_point_scores
 
-        tidy = analysis.tidy_votes(v[["participant", "left", "right", "choice"]])
-        names = sorted(set(tidy["left_unit"]) | set(tidy["right_unit"]))
-        pdata = analysis.pair_data(tidy, names)
-        wins = analysis.win_matrix(len(names), pdata.data, pdata.weights)
-        scores = dict(zip(names, map(float, analysis.fit_bt_counts(wins)), strict=True))
+        scores = bt_point_scores(v[["participant", "left", "right", "choice"]])
         kind = "Bradley–Terry log-strength (point fit, no intervals; use `hrbench survey fit`)"
-    except ImportError:
-        pass
     except Exception:  # the admin page must not fail because of the analysis module
         log.exception("Bradley–Terry fit failed; showing win rates only")
         kind = "win rate (Bradley–Terry fit failed; see the server log)"
@@ -108,12 +101,14 @@ def login():
 @admin_bp.post("/login")
 def login_post():
     st = state()
-    if not st.login_limiter.allow(("login", request.remote_addr)):
-        abort(429, description="too many attempts; wait a minute")
     token = request.form.get("token", "")
+    # The right token always gets in: the limit (per client address, the real one behind
+    # --proxies) only slows down guessing, so nobody else's wrong guesses lock the admin out.
     if st.admin_token and constant_time_equal(token.strip(), st.admin_token):
         session["admin"] = _admin_marker(st.admin_token)
         return redirect(url_for(".dashboard"), code=303)
+    if not st.login_limiter.allow(("login", request.remote_addr)):
+        abort(429, description="too many attempts; wait a minute")
     return unauthorised("wrong token")
 
 

@@ -1,7 +1,9 @@
-"""``hrbench survey fit`` and ``hrbench survey simulate``.
+"""``hrbench survey fit`` and ``hrbench survey simulate``: thin commands over ``bench.ranking``.
 
 ``survey_app.cli`` (the site's command group) calls ``register_analysis_commands(sub)`` with
-its sub-parsers; this module only adds the two analysis commands and writes their files.
+its sub-parsers. What lives here is what needs the site: exporting a study's votes and
+finding the benchmark run the study was made from. The analysis, tables and figures are
+``bench.ranking``'s.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,172 +21,10 @@ from bench.io import write_json, write_text
 if TYPE_CHECKING:
     import pandas as pd
 
-    from . import analysis
-
 # numpy, pandas, matplotlib and the analysis modules are imported inside the functions that
 # use them, so that registering these commands keeps `hrbench` start-up fast.
 
 log = logging.getLogger("hrbench.survey")
-
-
-# --------------------------------------------------------------------------------------
-# Formatting
-# --------------------------------------------------------------------------------------
-
-
-def _fmt(x: float, nd: int = 2) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
-
-def _display_rows(table: pd.DataFrame, unit: str) -> list[list[str]]:
-    return [
-        [str(r["rank"]), str(r[unit]), _fmt(r["score"]),
-         f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _fmt(r["p_beat_avg"], 3),
-         f"[{_fmt(r['p_ci_low'], 3)}, {_fmt(r['p_ci_high'], 3)}]", f"{r['wins']:g}",
-         f"{r['n_votes']:g}"]
-        for _, r in table.iterrows()
-    ]
-
-
-def _headers(unit: str) -> list[str]:
-    return ["rank", unit, "score", "95% CI", "P(beat avg)", "95% CI", "wins", "n votes"]
-
-
-def table_markdown(table: pd.DataFrame, unit: str) -> str:
-    """The ranking as a Markdown table (score = centred BT log-strength)."""
-    head = _headers(unit)
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in _display_rows(table, unit)]
-    return "\n".join(lines) + "\n"
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
-        "$": r"\$", "{": r"\{", "}": r"\}", "–": "--"}
-
-
-def _tex(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in s)
-
-
-def table_latex(table: pd.DataFrame, unit: str) -> str:
-    """The ranking as a LaTeX ``tabular`` (booktabs rules)."""
-    head = [_tex(h) for h in _headers(unit)]
-    lines = [r"\begin{tabular}{rlrcrcrr}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex(c) for c in r) + r" \\" for r in _display_rows(table, unit)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def text_report(res: analysis.StudyAnalysis, source: str) -> str:
-    """A short plain-text report of the fit and the data checks."""
-    c, s, unit = res.counts, res.settings, res.settings["level"]
-    out = [f"Bradley–Terry analysis of {source}", ""]
-    out.append(f"participants: {c['participants']} ({c['participants_excluded']} excluded, "
-               f"{c['participants_in_fit']} in the fit); votes in the fit: {c['votes_in_fit']} "
-               f"(ties: {c['ties_in_fit']}, counted as half a win each); validation answers: "
-               f"{c['validation_rows']} (never in the fit)")
-    out.append(f"fit: choix I-LSR, alpha={s['alpha']:.3g} (prior precision "
-               f"{s['prior_precision_per_item']:.3g} per {unit}); {s['reps']} participant "
-               f"bootstrap replicates, seed {s['seed']}; {s['interval']} intervals")
-    out += [f"note: {n}" for n in res.notes]
-    out += ["", "Ranking (score = centred log-strength):", table_markdown(res.table, unit)]
-    k = len(res.items)
-    sig_pairs = [(res.items[i], res.items[j], res.summary.p_better[i, j])
-                 for i in range(k) for j in range(k)
-                 if res.summary.significant[i, j] and res.summary.p_better[i, j] > 0.5]
-    not_sig = [(res.items[i], res.items[j], res.summary.p_better[i, j])
-               for i in range(k) for j in range(i + 1, k) if not res.summary.significant[i, j]]
-    out.append(f"Significant pairs at 95 %: {len(sig_pairs)} of {k * (k - 1) // 2}")
-    if not_sig:
-        out.append("Not separated: " + "; ".join(
-            f"{a} vs {b} (P(first better)={p:.2f})" for a, b, p in not_sig))
-    out += ["", "Checks:"]
-    pb = res.position
-    if pb["n"]:
-        verdict = "BIAS" if pb["p_value"] < 0.01 else "no evidence of bias"
-        out.append(f"- position: left chosen in {pb['n_left']} of {pb['n']} decided votes "
-                   f"({pb['share_left']:.3f}, 95% CI {pb['ci_low']:.3f}–{pb['ci_high']:.3f}), "
-                   f"binomial p={pb['p_value']:.3g}: {verdict}")
-    ppl = res.people
-    if len(ppl):
-        same = ppl[ppl["always_same_side"]]
-        out.append(f"- always the same side: {len(same)} people"
-                   + (f" ({', '.join(map(str, same['participant'][:10]))}"
-                      f"{' …' if len(same) > 10 else ''})" if len(same) else ""))
-        low = ppl[(ppl["agreement_p"] > 0.5)]
-        out.append(f"- agreement with the consensus no better than chance (one-sided p > 0.5): "
-                   f"{len(low)} people; median agreement {ppl['agreement'].median():.2f}")
-        rep = int(ppl["n_repeats"].sum())
-        if rep:
-            out.append(f"- repeated pairs: {rep}, answered inconsistently: "
-                       f"{int(ppl['n_inconsistent'].sum())}, swapped but same side pressed: "
-                       f"{int(ppl['n_swapped_same_side'].sum())}")
-        else:
-            out.append("- repeated pairs: none in the data (no consistency check possible)")
-        out.append(f"- circular triads: {int(ppl['circular_triads'].sum())} within people; "
-                   f"{res.triads_aggregate} in the aggregate majority preferences")
-    out.append(f"- exclusion audit: Kendall tau between rankings with and without the excluded "
-               f"people = {_fmt(c['exclusion_audit_tau'], 3)}")
-    moved = res.audit[res.audit["rank_change"] != 0]
-    for _, r in moved.iterrows():
-        out.append(f"    {r[unit]}: rank {r['rank_included']} without them, "
-                   f"{r['rank_all']} with them")
-    pc = res.pairs
-    if len(pc):
-        out.append(f"- votes per pair: min {pc['n_votes'].min()}, median "
-                   f"{pc['n_votes'].median():g}, max {pc['n_votes'].max()} over {len(pc)} pairs")
-    if res.metrics is not None:
-        out += ["", "Agreement with the metrics (Kendall tau-b, + = same order as people; "
-                "95% bootstrap range):"]
-        for _, r in res.metrics.iterrows():
-            out.append(f"- {r['metric']}: tau={_fmt(r['tau'])} [{_fmt(r['tau_low'])}, "
-                       f"{_fmt(r['tau_high'])}] over {r['n_units']} {unit}s")
-    return "\n".join(out) + "\n"
-
-
-def write_fit_outputs(res: analysis.StudyAnalysis, out: Path, source: str) -> list[Path]:
-    import numpy as np
-    import pandas as pd
-
-    from . import plots
-
-    """Write tables, charts, checks and the report under ``out``; return the paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    unit = res.settings["level"]
-    written: list[Path] = []
-
-    def text(name: str, body: str) -> None:
-        write_text(out / name, body)
-        written.append(out / name)
-
-    text("ranking.md", table_markdown(res.table, unit))
-    text("ranking.csv", res.table.to_csv(index=False))
-    text("ranking.tex", table_latex(res.table, unit))
-    text("p_better.csv", pd.DataFrame(res.summary.p_better, index=res.items,
-                                      columns=res.items).to_csv())
-    text("significance.csv", pd.DataFrame(res.summary.significant, index=res.items,
-                                          columns=res.items).to_csv())
-    text("win_matrix.csv", pd.DataFrame(res.wins, index=res.items, columns=res.items).to_csv())
-    text("pair_counts.csv", res.pairs.to_csv(index=False))
-    text("per_person.csv", res.people.to_csv(index=False))
-    text("exclusion_audit.csv", res.audit.to_csv(index=False))
-    if res.metrics is not None:
-        text("metric_agreement.csv", res.metrics.to_csv(index=False))
-    text("report.txt", text_report(res, source))
-    write_json(out / "fit.json", {"source": source, "settings": res.settings,
-                                  "counts": res.counts, "position_bias": res.position,
-                                  "notes": res.notes})
-    written.append(out / "fit.json")
-    written += plots.ranking_chart(res.table, out / "ranking", unit)
-    order = [res.items.index(u) for u in res.table[unit]]  # best first, like the chart
-    written += plots.win_heatmap([res.items[i] for i in order],
-                                 res.wins[np.ix_(order, order)], out / "win_matrix")
-    return written
-
-
-# --------------------------------------------------------------------------------------
-# Commands
-# --------------------------------------------------------------------------------------
 
 
 def _study_config(source: Path) -> dict:
@@ -200,29 +39,81 @@ def _study_config(source: Path) -> dict:
     return cfg if isinstance(cfg, dict) else {}
 
 
+def load_votes(source: Path) -> pd.DataFrame:
+    """Votes of a CSV file, or of a study folder: the site's database through its exporter,
+    else ``STUDY/votes.csv``."""
+    from bench.ranking import read_votes
+
+    if not source.exists():
+        raise UserError(f"{source}: not found; give a votes CSV or a study folder")
+    if not source.is_dir():
+        return read_votes(source)
+    csv = source / "votes.csv"
+    if (source / "study.json").is_file():
+        from .export import export_votes
+
+        try:
+            return export_votes(source)
+        except UserError:
+            if not csv.is_file():
+                raise
+    if not csv.is_file():
+        raise UserError(
+            f"{source}: no study.json with a votes database and no votes.csv in this folder; "
+            "give a votes CSV (e.g. from `hrbench survey export STUDY --out votes.csv`)"
+        )
+    return read_votes(csv)
+
+
+def source_run(study: Path, cfg: dict) -> tuple[Path | None, str | None]:
+    """The benchmark run a study was created from (``study.json`` → ``config.run``), and a
+    note when it cannot be found or has changed since (its run.json sha256 differs)."""
+    from bench.io import sha256_file
+
+    run = cfg.get("run")
+    if not isinstance(run, str):
+        return None, None
+    # Stored as given to `survey create`, which may be relative to where it was run.
+    for cand in (Path(run), study / run, study.parent / run):
+        if (cand / "metrics.csv").is_file():
+            want = cfg.get("run_json_sha256")
+            if want and (cand / "run.json").is_file() and sha256_file(cand / "run.json") != want:
+                return cand, (f"{cand}/run.json changed since the study was created; the "
+                              "metrics may not be the ones of the images people saw")
+            return cand, None
+    return None, (f"the study's source run {run} was not found (no metrics.csv); pass "
+                  "--metrics RUN to compare with the metrics")
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
-    from . import analysis
+    from bench.ranking import analyse_votes, read_metrics
+    from bench.ranking.report import table_markdown, write_fit_outputs
 
     source = Path(args.source)
-    votes = analysis.read_votes(source)
+    votes = load_votes(source)
     cfg = _study_config(source)
     metrics_src = args.metrics
-    run = cfg.get("run")
-    if metrics_src is None and isinstance(run, str) and (Path(run) / "metrics.csv").is_file():
-        metrics_src = run  # the benchmark run the study was created from
-        log.info("comparing with the metrics of %s", run)
-    metrics = analysis.read_metrics(metrics_src) if metrics_src else None
+    if metrics_src is None and cfg:
+        run, problem = source_run(source, cfg)
+        if problem:
+            log.warning("%s", problem)
+        if run is not None:
+            metrics_src = run
+            log.info("comparing with the metrics of %s", run)
+    metrics = read_metrics(metrics_src) if metrics_src else None
     resolution = args.resolution
     if resolution is None and isinstance(cfg.get("resolution"), int):
         resolution = cfg["resolution"]
-    res = analysis.analyse_votes(
+    res = analyse_votes(
         votes, level=args.level, item_sep=args.item_sep, reps=args.reps, seed=args.seed,
         alpha=args.alpha, include_excluded=args.include_excluded, metrics=metrics,
         resolution=resolution, where=str(source), progress=args.reps >= 2000,
     )
+    for w in res.warnings:
+        log.warning("%s", w)
     out = Path(args.out)
-    write_fit_outputs(res, out, str(source))
-    print(table_markdown(res.table, args.level), end="")
+    write_fit_outputs(res, out, str(source), args.scale, metrics)
+    print(table_markdown(res.table, args.level, args.scale), end="")
     log.info("wrote tables, charts and report.txt to %s", out)
     return 0
 
@@ -245,7 +136,7 @@ def _parse_participants(values: list[str]) -> list[int]:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import plots, simulate
+    from bench.ranking import plots, simulate
 
     if args.scores is None:
         k = args.methods or 5
@@ -302,8 +193,12 @@ def register_analysis_commands(survey_subparsers: argparse._SubParsersAction) ->
                    help="choix regularisation (default 0.01 / number of units; 0 = plain MLE)")
     p.add_argument("--include-excluded", action="store_true",
                    help="fit with the excluded people too (the audit shows both anyway)")
-    p.add_argument("--metrics", help="benchmark RUN folder or its metrics.csv (Kendall tau)")
+    p.add_argument("--metrics", help="benchmark RUN folder or its metrics.csv (default for a "
+                   "study folder: the run it was created from)")
     p.add_argument("--resolution", type=int, help="resolution of the metrics to compare with")
+    p.add_argument("--scale", choices=("bt", "jod"), default="bt",
+                   help="score of the ranking table and chart: Bradley-Terry log-strength or "
+                   "JOD (Thurstone Case V, 1 JOD = 75%% preference); ranking.csv has both")
     p.set_defaults(func=cmd_fit)
 
     s = survey_subparsers.add_parser(

@@ -1,4 +1,5 @@
-"""Tests for the Bradley–Terry analysis (issue 7): fit, bootstrap, checks, CLI, simulator."""
+"""Tests for the Bradley–Terry analysis (``bench.ranking``): fit, bootstrap, checks, CLI,
+simulator."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 from scipy.optimize import minimize
 from scipy.stats import kendalltau
 
+from bench import ranking as A
 from bench.errors import UserError
-from survey_app import analysis as A
-from survey_app import simulate as S
-from survey_app.analysis_cli import register_analysis_commands
+from bench.ranking import simulate as S
+from bench.ranking.checks import _binom_two_sided_half
+from survey_app.analysis_cli import load_votes, register_analysis_commands
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -353,7 +355,7 @@ def test_fit_command_from_csv_and_from_study_folder(tmp_path):
     study = tmp_path / "study"
     study.mkdir()
     votes.to_csv(study / "votes.csv", index=False)
-    from_folder = A.analyse_votes(A.read_votes(study), reps=100)
+    from_folder = A.analyse_votes(load_votes(study), reps=100)
     assert np.allclose(from_folder.table["score"], table["score"], atol=1e-6)
     assert list(from_folder.table["method"]) == list(table["method"])
     # Per-item ranking (method/image items): 4 methods x 2 images.
@@ -493,4 +495,4 @@ def test_vectorised_binomial_p_values_equal_scipy_binomtest():
     for n in (1, 2, 7, 23, 25):
         k = np.arange(n + 1)
         ref = [binomtest(int(x), n, 0.5).pvalue for x in k]
-        assert np.allclose(A._binom_two_sided_half(k, np.full_like(k, n)), ref, rtol=1e-10)
+        assert np.allclose(_binom_two_sided_half(k, np.full_like(k, n)), ref, rtol=1e-10)

@@ -223,12 +223,7 @@ def test_admin_ranking_and_csv_download(app):
     assert re.search(r"participants started</th><td>1<", page)
     for method in ("good", "blurry", "flat"):
         assert f"<td>{method}</td>" in page
-    try:
-        import survey_app.analysis  # noqa: F401  (issue 7's module; optional for the site)
-
-        assert "Bradley–Terry log-strength" in page
-    except ImportError:
-        assert "win rate" in page
+    assert "Bradley–Terry log-strength" in page
     csv = client.get("/admin/export/votes.csv", headers=auth)
     assert csv.status_code == 200 and csv.mimetype == "text/csv"
     df = pd.read_csv(io.StringIO(csv.text))

@@ -1,4 +1,15 @@
-"""Crowd simulator for planning pairwise studies, analysed by the same code as real votes.
+"""Crowd simulators, analysed by the same code as real votes.
+
+Two kinds of crowd:
+
+* ``simulate_votes`` / ``simulate_grid`` — for **planning** how many people a study needs:
+  methods have true BT log-strengths, people are honest, cheating or position-biased;
+* ``simulate_metric_crowd`` — for **checking the agreement analysis**: people's choices
+  follow a hidden per-image quality that is a chosen ("planted") metric plus noise, so the
+  planted metric must come out on top and the estimated human ceiling must match
+  ``expected_ceiling``, the ceiling the simulated noise implies.
+
+Planning crowds:
 
 A simulated study follows the site's protocol: every participant answers ``trials``
 questions, ``validation`` of them validation questions (a reference against a visibly broken
@@ -13,8 +24,8 @@ methods in random left/right order. People come in three kinds:
   images, otherwise behave honestly.
 
 Anyone who gets a validation question wrong is marked ``excluded`` (as the site does); the
-votes are then analysed through ``analysis.tidy_votes`` → ``pair_data`` →
-``fit_with_bootstrap`` exactly like a real study.
+votes are then analysed through ``votes.tidy_votes`` → ``pair_data`` →
+``fit.fit_with_bootstrap`` exactly like a real study.
 """
 
 from __future__ import annotations
@@ -26,8 +37,11 @@ import pandas as pd
 from scipy.special import expit
 
 from bench.errors import UserError
+from bench.metrics.registry import higher_is_better
 
-from . import analysis
+from .bt import default_alpha, win_matrix
+from .fit import fit_with_bootstrap
+from .votes import pair_data, tidy_votes
 
 REFERENCE, BROKEN = "validation-reference", "validation-broken"
 
@@ -127,12 +141,12 @@ def evaluate_study(votes: pd.DataFrame, theta_true: np.ndarray, names: Sequence[
     adjacent pair, ``coverage`` (share of methods whose 95 % interval holds the truth) and
     ``excluded`` (share of people excluded).
     """
-    tidy = analysis.tidy_votes(votes, "simulated votes", "method")
+    tidy = tidy_votes(votes, "simulated votes", "method")
     kept = tidy[~tidy["excluded"]]
     items = list(names)
     index = {n: i for i, n in enumerate(items)}
     truth = np.array([theta_true[index[n]] for n in items])
-    pdata = analysis.pair_data(kept, items)
+    pdata = pair_data(kept, items)
     result = {"excluded": float(tidy.groupby("participant")["excluded"].first().mean())}
     order = np.argsort(-truth)
     if len(pdata.data) == 0:
@@ -140,9 +154,9 @@ def evaluate_study(votes: pd.DataFrame, theta_true: np.ndarray, names: Sequence[
         for a, b in zip(order[:-1], order[1:], strict=True):
             result[f"sep_{items[a]}__{items[b]}"] = False
         return result
-    wins = analysis.win_matrix(len(items), pdata.data, pdata.weights)
-    alpha = analysis.default_alpha(len(items))
-    theta, _, summ = analysis.fit_with_bootstrap(pdata, wins, boot_reps, seed, alpha)
+    wins = win_matrix(len(items), pdata.data, pdata.weights)
+    alpha = default_alpha(len(items))
+    theta, _, summ = fit_with_bootstrap(pdata, wins, boot_reps, seed, alpha)
     result["order"] = bool(np.all(np.argsort(-theta) == order))
     seps = []
     for a, b in zip(order[:-1], order[1:], strict=True):
@@ -207,3 +221,119 @@ def needed_participants(summary: pd.DataFrame, column: str = "p_all_adjacent",
     """Smallest simulated N whose ``column`` reaches ``target`` (None if none does)."""
     ok = summary[summary[column] >= target]
     return int(ok["participants"].min()) if len(ok) else None
+
+
+# --------------------------------------------------------------------------------------
+# Crowds that follow a planted metric
+# --------------------------------------------------------------------------------------
+
+
+def synthetic_metrics(methods: Sequence[str], images: Sequence[str], metrics: dict[str, float],
+                      resolution: int = 1024, seed: int = 0) -> pd.DataFrame:
+    """A tidy metrics table (``method, resolution, image, metric, value``) for simulations.
+
+    Every (method, image) has a latent quality ``z ~ N(0, 1)``; metric ``name`` is ``z`` plus
+    independent ``N(0, metrics[name]**2)`` noise, oriented by the metric's registered
+    direction (a lower-is-better metric gets ``-z``), so the metrics are correlated
+    distractors of one another.
+    """
+    rng = np.random.default_rng(seed)
+    grid = pd.MultiIndex.from_product([list(methods), list(images)], names=["method", "image"])
+    z = rng.standard_normal(len(grid))
+    frames = []
+    for name, noise in metrics.items():
+        value = z + noise * rng.standard_normal(len(grid))
+        frames.append(pd.DataFrame({
+            "method": grid.get_level_values(0), "resolution": resolution,
+            "image": grid.get_level_values(1), "metric": name,
+            "value": value if higher_is_better(name) else -value,
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def hidden_quality(metrics: pd.DataFrame, planted: str, strength: float = 1.5,
+                   item_noise: float = 0.0, resolution: int | None = None,
+                   seed: int = 0) -> pd.Series:
+    """The crowd's hidden quality per (method, image): the planted metric, oriented by its
+    direction and standardised, times ``strength`` (logits per SD), plus ``N(0, item_noise)``
+    per item (what the metric misses but everybody sees)."""
+    m = metrics[metrics["metric"] == planted]
+    if resolution is not None:
+        m = m[m["resolution"] == resolution]
+    if m.empty:
+        raise UserError(f"--planted: metric {planted!r} has no values in the metrics table")
+    v = m.groupby(["method", "image"])["value"].mean()
+    v = v if higher_is_better(planted) else -v
+    z = (v - v.mean()) / (v.std(ddof=0) or 1.0)
+    rng = np.random.default_rng(seed)
+    return strength * z + item_noise * rng.standard_normal(len(z))
+
+
+def simulate_metric_crowd(quality: pd.Series, participants: int, trials: int = 25,
+                          seed: int | np.random.SeedSequence = 0, sep: str = "/"
+                          ) -> pd.DataFrame:
+    """Votes of people who choose by the hidden per-image ``quality``.
+
+    Each trial shows a random image and two different methods on it in random order; the
+    person picks the left one with probability ``sigmoid(q_left - q_right)`` (the same
+    person-level noise for everybody). Columns as the site's export needs them:
+    ``participant, trial, image, left, right, choice, p_left``.
+    """
+    q = quality.sort_index()
+    methods = q.index.get_level_values(0).unique()
+    images = q.index.get_level_values(1).unique()
+    if len(methods) < 2:
+        raise UserError("simulate: the metrics table needs at least two methods")
+    table = np.full((len(methods), len(images)), np.nan)
+    mi = methods.get_indexer(q.index.get_level_values(0))
+    ii = images.get_indexer(q.index.get_level_values(1))
+    table[mi, ii] = q.to_numpy()
+    if np.isnan(table).any():
+        raise UserError("simulate: every method needs a value on every image")
+    rng = np.random.default_rng(seed)
+    n = participants * trials
+    img = rng.integers(0, len(images), n)
+    a = rng.integers(0, len(methods), n)
+    b = (a + rng.integers(1, len(methods), n)) % len(methods)
+    p_left = expit(table[a, img] - table[b, img])
+    left_chosen = rng.random(n) < p_left
+    mnames = np.asarray(methods, dtype=str)
+    inames = np.asarray(images, dtype=str)
+    width = len(str(participants))
+    person = np.repeat(np.arange(participants), trials)
+    return pd.DataFrame({
+        "participant": np.char.add("p", np.char.zfill(person.astype(str), width)),
+        "trial": np.tile(np.arange(trials), participants),
+        "image": inames[img],
+        "left": np.char.add(np.char.add(mnames[a], sep), inames[img]),
+        "right": np.char.add(np.char.add(mnames[b], sep), inames[img]),
+        "choice": np.where(left_chosen, "left", "right"),
+        "p_left": p_left,
+    })
+
+
+def expected_ceiling(votes: pd.DataFrame) -> float:
+    """The human ceiling the simulated noise implies for exactly these votes.
+
+    For a vote whose pair the other people judged ``n`` times, with true probability ``p``
+    of choosing the pair's first item: the chance of agreeing with their majority is
+    ``p P(B > n/2) + (1 - p) P(B < n/2) + 0.5 P(B = n/2)`` with ``B ~ Binomial(n, p)``
+    (leave-one-person-out, like ``agreement.leave_one_out_majority``). Needs the
+    ``p_left`` column of ``simulate_metric_crowd``; votes no one else saw are left out.
+    """
+    from scipy.stats import binom
+
+    lu, ru = votes["left"].to_numpy(dtype=str), votes["right"].to_numpy(dtype=str)
+    first = lu < ru
+    key = pd.Series(np.where(first, lu, ru)) + "\x00" + np.where(first, ru, lu)
+    g = pd.factorize(key)[0]
+    p_first = np.where(first, votes["p_left"], 1 - votes["p_left"].to_numpy())
+    frame = pd.DataFrame({"g": g, "p": votes["participant"].to_numpy()})
+    n_others = (frame.groupby("g")["g"].transform("size")
+                - frame.groupby(["g", "p"])["g"].transform("size")).to_numpy()
+    keep = n_others > 0
+    p, n = p_first[keep], n_others[keep]
+    above = binom.sf(np.floor(n / 2), n, p)  # P(B > n/2)
+    below = binom.cdf(np.ceil(n / 2) - 1, n, p)  # P(B < n/2)
+    tie = 1 - above - below
+    return float(np.mean(p * above + (1 - p) * below + 0.5 * tie))
