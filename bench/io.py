@@ -167,6 +167,28 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def save_figure(fig, stem: str | os.PathLike, formats=("png", "pdf"), dpi: int = 150,
+                tight: bool = True) -> list[Path]:
+    """Write a matplotlib figure as ``stem.<fmt>`` for each format, atomically; close it.
+
+    ``tight`` crops to the drawn content (``bbox_inches="tight"``), which costs a second
+    layout pass; figures redrawn often (training curves) may skip it.
+    """
+    import matplotlib.pyplot as plt  # lazy: most users of io never draw
+
+    stem = Path(stem)
+    paths = []
+    try:
+        for fmt in formats:
+            path = stem.parent / f"{stem.name}.{fmt}"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight" if tight else None)
+            paths.append(path)
+    finally:
+        plt.close(fig)
+    return paths
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

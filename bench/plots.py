@@ -17,21 +17,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import UserError  # noqa: E402
-from .io import read_image, read_mask  # noqa: E402
+from .io import read_image, read_mask, save_figure  # noqa: E402
 from .masks import hole_bbox  # noqa: E402
 from .report import LABELS, LOWER_IS_BETTER, load_run, method_order, summarize  # noqa: E402
 
 log = logging.getLogger(__name__)
 MARKERS = "osD^v<>pPX*h"
-
-
-def _save(fig, out: Path, name: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def plot_metrics(df: pd.DataFrame, info: dict, out: Path, metrics=("l1", "psnr", "ssim")) -> list[Path]:
@@ -61,7 +52,7 @@ def plot_metrics(df: pd.DataFrame, info: dict, out: Path, metrics=("l1", "psnr",
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return _save(fig, out, "metrics_vs_resolution")
+    return save_figure(fig, out / "metrics_vs_resolution")
 
 
 def plot_runtime(items: pd.DataFrame, info: dict, out: Path) -> list[Path]:
@@ -86,7 +77,7 @@ def plot_runtime(items: pd.DataFrame, info: dict, out: Path) -> list[Path]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return _save(fig, out, "runtime_vs_resolution")
+    return save_figure(fig, out / "runtime_vs_resolution")
 
 
 def plot_qualitative(
@@ -132,7 +123,22 @@ def plot_qualitative(
             ax.set_yticks([])
     fig.suptitle(f"{image} at {resolution} px (bottom: zoom on the hole)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out, f"qualitative_{resolution}")
+    return save_figure(fig, out / f"qualitative_{resolution}")
+
+
+def check_selection(items: pd.DataFrame, image: str | None, resolution: int | None) -> None:
+    """Refuse a ``--resolution``/``--image`` for which the run has no saved output."""
+    ok = items[(items.status == "ok") & items.output.notna() & (items.output != "")]
+    if resolution is not None:
+        sizes = sorted(int(n) for n in ok.resolution.unique())
+        if int(resolution) not in sizes:
+            have = ", ".join(map(str, sizes)) or "none (run without --no-outputs)"
+            raise UserError(f"--resolution {resolution}: the run has no outputs at that size; it has {have}")
+        ok = ok[ok.resolution == int(resolution)]
+    if image is not None and image not in set(ok.image):
+        where = f" at {resolution} px" if resolution is not None else ""
+        have = ", ".join(sorted(ok.image.unique())) or "none"
+        raise UserError(f"--image {image}: the run has no outputs for it{where}; images: {have}")
 
 
 def plot_run(
@@ -145,7 +151,10 @@ def plot_run(
     run_dir = Path(run_dir)
     df, info = load_run(run_dir)
     out = Path(out) if out else run_dir / "plots"
+    if not (run_dir / "items.csv").exists():
+        raise UserError(f"{run_dir / 'items.csv'}: missing; rerun `hrbench run --out {run_dir}` to finish it")
     items = pd.read_csv(run_dir / "items.csv")
+    check_selection(items, image, resolution)  # before any figure is written
     paths = plot_metrics(df, info, out)
     paths += plot_runtime(items, info, out)
     paths += plot_qualitative(run_dir, items, info, out, image, resolution)

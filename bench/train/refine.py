@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..io import atomic_path, list_images, write_json
+from ..io import atomic_path, list_images, save_figure, write_json
 from ..methods.nets.slim import DEFAULT_HEAD, DEFAULT_WIDTHS, SlimRefineNet, parameter_count
 from ..methods.two_stage import refine as run_refinement
 from .data import (
@@ -225,9 +225,7 @@ def plot_log(out: Path) -> None:
     axes[1].set_xlabel("step")
     axes[1].set_title("held-out validation: model − coarse base")
     fig.subplots_adjust(left=0.07, right=0.92, bottom=0.13, top=0.92, wspace=0.3)  # tight_layout is slow
-    with atomic_path(out / "loss.png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, out / "loss", formats=("png",), dpi=100, tight=False)
 
 
 class _StopFlag:

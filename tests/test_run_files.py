@@ -1,0 +1,123 @@
+"""Files a run writes: modes follow the umask (defect 6), `plot` validates first (defect 5),
+and every run-folder path the README promises is there."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.io import save_figure, write_image, write_json, write_text
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def umask():
+    """Set a umask for the test, restore the old one after."""
+    old = os.umask(0o022)
+    try:
+        yield lambda m: os.umask(m)
+    finally:
+        os.umask(old)
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): stat.S_IMODE(p.stat().st_mode)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One small telea + ns run (3 photos, 32 and 64 px) written under umask 027."""
+    from conftest import smooth_photo
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("files")
+    photos = base / "photos"
+    photos.mkdir()
+    for i, (h, w) in enumerate([(80, 96), (96, 80), (72, 72)]):
+        Image.fromarray(smooth_photo(h, w, seed=i)).save(photos / f"img{i}.png")
+    old = os.umask(0o027)
+    try:
+        rc = main(["run", "--images", str(photos), "--out", str(base / "run"), "--methods", "telea", "ns",
+                   "--resolutions", "32,64", "--no-lpips", "-q", "--jobs", "1"])
+    finally:
+        os.umask(old)
+    assert rc == 0
+    return base / "run"
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_io_writers_follow_the_umask(tmp_path, umask, mask, expected):
+    import matplotlib.pyplot as plt
+
+    umask(mask)
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    write_text(tmp_path / "b.csv", "x\n1\n")
+    write_json(tmp_path / "c.json", {"x": 1})
+    save_figure(plt.figure(), tmp_path / "d")
+    modes = _modes(tmp_path)
+    assert set(modes) == {"a.png", "b.csv", "c.json", "d.png", "d.pdf"}  # no temporary left over
+    assert set(modes.values()) == {expected}, modes
+
+
+def test_run_files_follow_the_umask(run_dir):
+    modes = _modes(run_dir)
+    for name in ("metrics.csv", "items.csv", "run.json", "table.md"):
+        assert modes.get(name) == 0o640, (name, modes.get(name))
+    pngs = [k for k in modes if k.endswith(".png")]
+    assert len(pngs) >= 10  # ground truths, masks, outputs
+    assert {modes[k] for k in modes} == {0o640}, {k: oct(v) for k, v in modes.items() if v != 0o640}
+
+
+def test_table_and_study_files_follow_the_umask(run_dir, tmp_path, umask):
+    umask(0o022)
+    assert main(["table", str(run_dir), "--format", "latex", "-o", str(tmp_path / "t.tex")]) == 0
+    assert main(["survey", "create", "--run", str(run_dir), "--resolution", "64",
+                 "--out", str(tmp_path / "study"), "--trials-per-participant", "3",
+                 "--validation", "1"]) == 0
+    assert stat.S_IMODE((tmp_path / "t.tex").stat().st_mode) == 0o644
+    study = _modes(tmp_path / "study")
+    assert study.get("study.json") == 0o644
+    assert {v for k, v in study.items() if not k.startswith("instance")} == {0o644}
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--resolution", "777"], "--resolution 777: the run has no outputs at that size; it has 32, 64"),
+        (["--image", "nope"], "--image nope: the run has no outputs for it; images: img0, img1, img2"),
+        (["--image", "img2", "--resolution", "32"], None),
+    ],
+)
+def test_plot_validates_before_writing(run_dir, tmp_path, capsys, extra, needle):
+    out = tmp_path / "figs"
+    rc = main(["plot", str(run_dir), "--out", str(out), *extra])
+    err = capsys.readouterr().err.strip()
+    if needle is None:
+        assert rc == 0 and (out / "qualitative_32.png").is_file()
+        return
+    assert rc == 2 and err == f"hrbench: error: {needle}"
+    assert not out.exists()  # nothing written before the mistake was found
+
+
+def test_readme_run_folder_paths_exist(run_dir):
+    """Every file or folder the README's "Run folder" paragraph names is in a fresh run."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    para = readme[readme.index("**Run folder.**"):]
+    para = para[: para.index("\n\n")]
+    promised = {p for p in re.findall(r"`([\w.]+/?)`", para) if "." in p or p.endswith("/")}
+    # logs/ holds tracebacks of failed items only (the paragraph says so)
+    promised.discard("logs/")
+    assert {"run.json", "metrics.csv", "items.csv", "table.md", "outputs/"} <= promised
+    missing = sorted(p for p in promised if not (run_dir / p).exists())
+    assert not missing, f"README promises {missing} in a run folder, `hrbench run` did not write them"
