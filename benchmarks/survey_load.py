@@ -20,7 +20,7 @@ on a small shared machine they compete with the server for CPU, so the numbers a
 lower bound for a dedicated server.
 
     python -m benchmarks.survey_load [--clients 1,8,32] [--seconds 5]
-        [--synchronous FULL|NORMAL] [--workers 8] [--json out.json]
+        [--synchronous FULL|NORMAL] [--threads 16] [--json out.json]
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--workers", type=int, default=16, help="waitress threads (serve's default)")
+    ap.add_argument("--threads", type=int, default=16, help="waitress threads (serve's default)")
     ap.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         run = make_fake_run(tmp / "run", images=tuple(f"img{i}" for i in range(8)))
         create_study(run, tmp / "study", resolution=128, trials_per_participant=N_TRIALS,
                      validation=2, progress=False)
-        server = ServerProcess(tmp / "study", workers=args.workers,
+        server = ServerProcess(tmp / "study", threads=args.threads,
                                extra=("--no-start-limit", "--sqlite-synchronous",
                                       args.synchronous),
                                log_path=tmp / "server.log").start()
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{votes['client_cpu_ms_per_ok']:.2f} ms/answer", flush=True)
         finally:
             server.stop()
-    print(f"SQLite synchronous={args.synchronous}, waitress threads={args.workers}, "
+    print(f"SQLite synchronous={args.synchronous}, waitress threads={args.threads}, "
           f"{os.cpu_count()} CPUs shared by server and clients (and anything else running); "
           "CPU-bound ceiling here = CPUs / (server + clients' CPU per answer)")
     if args.json:

@@ -20,7 +20,17 @@ Configuration (a mapping passed to :func:`create_app`; the environment fills wha
 ``PAIR_COUNTS_TTL_S``         how long the pair-balance counts read from the database are
                               reused (plus this process's new schedules); default 2 s
 ``COMPLETION_URL``            overrides the study's redirect URL (``{code}`` is replaced)
-``SESSION_COOKIE_SECURE``     set True behind HTTPS
+``COMPLETION_CODES``          ``{outcome: code}`` fixed per study (Prolific); outcomes
+                              ``completed``, ``failed_screening``, ``returned``; a missing
+                              one is random per person
+``PROXIES``                   number of trusted reverse proxies in front (default 0): the
+                              client address (rate limits) and scheme come from their
+                              ``X-Forwarded-For``/``-Proto`` headers
+``FRAME_ANCESTORS``           origins allowed to frame the site (e.g. MTurk's); default none:
+                              ``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``
+``SESSION_COOKIE_SECURE``     True: cookies only over HTTPS; otherwise they are marked secure
+                              whenever the request came over HTTPS (behind a proxy: with
+                              ``PROXIES`` set)
 ============================  ==================================================================
 """
 
@@ -28,30 +38,35 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bench.errors import UserError
 
 from .admin import admin_bp, export_bp, unauthorised
-from .db import Database, default_db_url, make_engine
+from .assign import plan_trials
+from .db import Database, default_db_url, open_database
+from .images import equal_size_plan, token_key
 from .participant import participant_bp
+from .platforms import check_codes
 from .queries import AnswerStatements, PairCounts
 from .security import (
     ADMIN_ENV,
     ADMIN_FILE,
     SECRET_ENV,
     SECRET_FILE,
-    SECURITY_HEADERS,
     CachedSerializerSessionInterface,
     RateLimiter,
     check_csrf,
     csrf_token,
     load_secret,
+    security_headers,
 )
 from .state import SurveyState
 from .study import StudySpec, load_study, sync_study
@@ -97,6 +112,7 @@ def _item_table(db: Database, spec: StudySpec, study_id: int) -> dict[int, dict]
                 "method": row.method,
                 "image": row.image,
                 "kind": row.kind,
+                "hole": dict(zip("xywh", it["hole"], strict=True)) if it.get("hole") else None,
             }
     return out
 
@@ -132,14 +148,12 @@ def _before_request():
         check_csrf()
 
 
-_SECURITY_HEADERS_LOWER = [(k.lower(), k, v) for k, v in SECURITY_HEADERS.items()]
-
-
 def _after_request(resp: Response) -> Response:
     # One pass over the response's headers instead of a scan per setdefault() call.
     present = {k.lower() for k in resp.headers.keys()}
-    resp.headers.extend([(k, v) for low, k, v in _SECURITY_HEADERS_LOWER if low not in present])
-    if current_app.config.get("SESSION_COOKIE_SECURE"):  # served over HTTPS
+    headers = current_app.extensions["survey_headers"]
+    resp.headers.extend([(k, v) for low, k, v in headers if low not in present])
+    if request.is_secure:
         resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     if resp.mimetype == "text/html" or resp.mimetype == "text/csv":
         resp.headers["Cache-Control"] = "no-store"
@@ -159,6 +173,22 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(DEFAULTS)
     app.config.update(cfg)
     app.config["STUDY_DIR"] = str(spec.folder)
+    proxies = int(app.config.get("PROXIES") or 0)
+    if proxies < 0:
+        raise UserError("--proxies: must be 0 or more")
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+    frame_ancestors = list(app.config.get("FRAME_ANCESTORS") or ())
+    try:
+        headers = security_headers(frame_ancestors)
+        codes = check_codes(app.config.get("COMPLETION_CODES") or {})
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    app.extensions["survey_headers"] = [(k.lower(), k, v) for k, v in headers.items()]
+    if frame_ancestors:
+        # A framed page is a third-party context: browsers send its cookie only with
+        # SameSite=None, which they accept only on secure cookies.
+        app.config.update(SESSION_COOKIE_SAMESITE="None", SESSION_COOKIE_SECURE=True)
 
     secret = app.config.get("SECRET_KEY") or load_secret(instance, SECRET_ENV, SECRET_FILE)
     if not secret:
@@ -178,26 +208,34 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         or default_db_url(spec.folder)
     )
     app.config["DATABASE_URL"] = url
-    try:
-        engine = make_engine(
-            url,
-            synchronous=str(app.config["SQLITE_SYNCHRONOUS"]),
-            pool_size=int(app.config["DB_POOL_SIZE"]),
-        )
-    except ValueError as exc:
-        raise UserError(f"database settings: {exc}") from None
-    except Exception as exc:  # e.g. an unknown dialect or a missing driver
-        raise UserError(f"--db {url!r}: cannot use this database URL ({exc})") from None
-    db = Database(engine)
-    db.create_all()
+    db_flag = "" if url == default_db_url(spec.folder) else " --db URL"
+    db = open_database(
+        url,
+        study_uid=spec.uid,
+        synchronous=str(app.config["SQLITE_SYNCHRONOUS"]),
+        pool_size=int(app.config["DB_POOL_SIZE"]),
+        upgrade_hint=f"hrbench survey db upgrade {spec.folder}{db_flag}",
+    )
     study_id = sync_study(db, spec)
 
     compare, validation = _pair_refs(db, study_id)
+    items = _item_table(db, spec, study_id)
+    by_photo: dict[str, list] = {}
+    for item in items.values():
+        by_photo.setdefault(item["image"], []).append(item["path"])
+    try:
+        images = equal_size_plan(by_photo)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    # The schedule's length is fixed by the study's pairs: plan one to announce it.
+    n_scored = len(plan_trials(compare, validation, {}, n_trials=spec.trials_per_participant,
+                               n_validation=spec.validation, repeat_swapped=spec.repeat_swapped,
+                               rng=random.Random(0)))
     app.extensions["survey"] = SurveyState(
         spec=spec,
         db=db,
         study_id=study_id,
-        items=_item_table(db, spec, study_id),
+        items=items,
         admin_token=admin_token,
         vote_limiter=RateLimiter(*app.config["VOTE_RATE"]),
         start_limiter=RateLimiter(*app.config["START_RATE"]),
@@ -206,6 +244,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         validation_pairs=validation,
         answer_sql=AnswerStatements(db.engine),
         pair_counts=PairCounts(float(app.config["PAIR_COUNTS_TTL_S"])),
+        token_key=token_key(secret),
+        images={item_id: images[item["path"]] for item_id, item in items.items()},
+        codes=codes,
+        n_scored=n_scored,
+        has_practice=spec.practice and bool(validation),
     )
     app.register_blueprint(participant_bp)
     app.register_blueprint(admin_bp)

@@ -1,8 +1,12 @@
-"""Database engine and sessions.
+"""Database engine and sessions; opening a study's database with one-line errors.
 
 SQLite is the embedded default (``STUDY/instance/survey.db``), in WAL mode so that readers
-never block the writer; any other SQLAlchemy URL (e.g. ``postgresql+psycopg://…``) is used
-as given.
+never block the writer; any other SQLAlchemy URL is used as given, except that
+``postgresql://`` (and ``postgres://``) mean the psycopg 3 driver (``postgresql+psycopg://``,
+the ``postgres`` extra), not SQLAlchemy's default psycopg2. :func:`open_database` is how the
+commands and the app open one: it connects once and turns every failure a user can cause
+(missing driver, unreachable server, wrong password, missing database, a database holding
+another study, an old schema) into one :class:`~bench.errors.UserError` line.
 
 Why transactions that write begin with ``BEGIN IMMEDIATE`` on SQLite: a deferred
 transaction that first reads and then writes can fail at once with ``SQLITE_BUSY`` (the
@@ -26,12 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, select
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from .models import Base
+from bench.errors import UserError
+
+from .models import Base, Study
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,25 @@ def default_db_url(study_dir: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+POSTGRES_INSTALL = "pip install 'hrbench[postgres]'"
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` -> ``postgresql+psycopg://``; others unchanged."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def shown_url(url: str) -> str:
+    """The URL for messages and logs, password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: nothing to mask reliably
+        return url.split("@")[-1] if "@" in url else url
+
+
 def make_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 16) -> Engine:
     """Create an engine; for SQLite set WAL, foreign keys, busy timeout and the begin mode.
 
@@ -54,8 +79,12 @@ def make_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 16) -> 
     synchronous = synchronous.upper()
     if synchronous not in SQLITE_SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS}, got {synchronous!r}")
+    url = normalise_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # A dead server must fail a request in seconds, not hang it on the OS's TCP timeout.
+        connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                             connect_args=connect_args)
     if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
@@ -290,3 +319,95 @@ class Prepared:
         if not self.fast:
             return conn.execute(self.stmt, params).rowcount
         return self._run(conn, params).rowcount
+
+
+def _connect_error(url: str, exc: BaseException) -> str:
+    """One line saying why connecting to ``url`` failed and what to do."""
+    u = make_url(url)
+    where = f"{u.host or 'localhost'}:{u.port or 5432}"
+    text = str(getattr(exc, "orig", None) or exc)
+    low = text.lower()
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if state == "3D000" or ("database" in low and "does not exist" in low):
+        return (f"database {u.database!r} does not exist on {where}; create it with "
+                f"`createdb -h {u.host or 'localhost'} -p {u.port or 5432}"
+                f"{f' -U {u.username}' if u.username else ''} {u.database}`")
+    if state in ("28P01", "28000") or "authentication failed" in low or (
+            "role" in low and "does not exist" in low) or "no password supplied" in low:
+        return (f"authentication as {u.username!r} failed on {where}; check the user name and "
+                "password in the URL (or ~/.pgpass)")
+    if "resolve host" in low or "translate host name" in low or "name or service" in low:
+        return f"unknown host {u.host!r}; check the host name in the URL"
+    if "refused" in low or "timeout" in low or "timed out" in low or "could not connect" in low \
+            or "no route" in low or "unreachable" in low:
+        return (f"cannot reach a PostgreSQL server at {where} "
+                f"({'connection refused' if 'refused' in low else 'no answer'}); is it running "
+                "and listening there (listen_addresses, port, firewall)?")
+    return f"cannot connect ({text.splitlines()[0] if text else type(exc).__name__})"
+
+
+def open_database(url: str, *, study_uid: str | None = None, create: bool = True,
+                  check_schema: bool = True, synchronous: str = "FULL", pool_size: int = 16,
+                  upgrade_hint: str = "hrbench survey db upgrade STUDY") -> Database:
+    """Open a survey database, ready to use, or raise a one-line :class:`UserError`.
+
+    - connects once (driver, server, credentials, database name checked);
+    - ``create``: an empty database gets the current schema (:mod:`.migrations`);
+      otherwise an empty database is an error (e.g. export before anyone voted);
+    - ``check_schema``: a schema at another revision is refused, naming ``upgrade_hint``
+      (see migrations); False for the upgrade command itself;
+    - ``study_uid``: refused when the database holds a different study (one database per
+      study: export, backups and restores then concern exactly one study).
+    """
+    from . import migrations
+
+    url = normalise_url(url)
+    shown = shown_url(url)
+    try:
+        engine = make_engine(url, synchronous=synchronous, pool_size=pool_size)
+    except ValueError as exc:
+        raise UserError(f"database settings: {exc}") from None
+    except NoSuchModuleError:
+        raise UserError(f"--db {shown}: unknown database kind; use sqlite:///FILE or "
+                        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+    except ModuleNotFoundError as exc:
+        hint = POSTGRES_INSTALL if url.startswith("postgresql") else f"pip install {exc.name}"
+        raise UserError(f"--db {shown}: the database driver {exc.name!r} is not installed; "
+                        f"install it with `{hint}`") from None
+    except Exception as exc:  # e.g. an unparseable URL
+        raise UserError(f"--db {shown}: cannot use this database URL ({exc})") from None
+    db = Database(engine)
+    try:
+        try:
+            with engine.connect() as conn:
+                has_tables = inspect(conn).has_table("study")
+        except OperationalError as exc:
+            if engine.dialect.name == "sqlite":
+                raise UserError(f"--db {shown}: cannot open the SQLite file ({exc.orig})") from None
+            raise UserError(f"--db {shown}: {_connect_error(url, exc)}") from None
+        if not has_tables and not create:
+            raise UserError(f"--db {shown}: holds no survey yet; serve the study first, or pass "
+                            "the --db URL it was served with")
+        try:
+            # SQLite: BEGIN IMMEDIATE, so two processes set up an empty file one after the other.
+            if check_schema:
+                migrations.prepare(db._write_engine, upgrade_hint)
+        except migrations.SchemaOutdated as exc:
+            raise UserError(f"--db {shown}: {exc}") from None
+        if study_uid is not None and has_tables:
+            with engine.connect() as conn:
+                others = conn.execute(select(Study.uid, Study.name).where(Study.uid != study_uid)
+                                      .limit(1)).first()
+            if others is not None:
+                raise UserError(
+                    f"--db {shown}: this database holds another study ({others[0]}, "
+                    f"{others[1]!r}), not {study_uid}; use one database per study "
+                    "(createdb a new one and pass its URL)"
+                )
+    except UserError:
+        db.dispose()
+        raise
+    except SQLAlchemyError as exc:
+        db.dispose()
+        raise UserError(f"--db {shown}: {_connect_error(url, exc)}") from None
+    return db

@@ -27,9 +27,31 @@ rt_ms_server
 viewport               ``WxH`` CSS pixels of the browser window, or empty without JS
 viewport_w, viewport_h Int64
 timestamp              UTC ISO-8601 time the answer was stored (``…Z``)
-excluded               bool: the person failed a validation question (all their rows)
+excluded               bool: the person failed more validation questions than the study
+                       tolerates (all their rows; nothing is ever deleted)
 exclusion_reason       text or empty
+dpr                    device pixel ratio when the answer was given (float, may be empty)
+display_mode           view in use when answering: ``crop``, ``loupe``, ``flicker``, ``full``
+zoom_max               largest zoom used on the trial (1 = one image pixel per CSS pixel)
+flicker_toggles        A/B swaps on the trial (Int64)
+hidden_ms              time the tab was hidden during the trial (Int64)
+too_fast               bool: answered in under ``TOO_FAST_MS`` (quality flag, per answer)
+platform               ``prolific``, ``mturk``, ``generic`` or empty
+platform_study_id,     Prolific STUDY_ID / SESSION_ID, MTurk hitId / assignmentId, as given
+platform_session_id
+outcome                ``completed``, ``failed_screening``, ``returned`` or empty (ongoing)
+completion_code        the code that person was given for that outcome
+p_too_fast_share       per person: share of their answers flagged ``too_fast``
+p_longest_same_side    per person: longest run of answers on one side
+p_hidden_ms            per person: total hidden-tab time
+flags                  per person: ``;``-joined ``too_fast`` (share over
+                       ``FAST_SHARE_FLAG``), ``same_side`` (run of ``STREAK_FLAG`` or more),
+                       ``hidden_tab`` (over ``HIDDEN_FLAG_MS``); empty when none. Flags
+                       exclude nobody: the analysis chooses
 =====================  ================================================================
+
+Practice answers are not votes: they are left out unless ``include_practice=True`` (then
+with kind ``practice``).
 """
 
 from __future__ import annotations
@@ -44,7 +66,7 @@ from sqlalchemy.orm import aliased
 
 from bench.errors import UserError
 
-from .db import Database, default_db_url, make_engine
+from .db import Database, default_db_url, open_database
 from .models import Item, Participant, Study, Trial, Vote
 
 COLUMNS = [
@@ -52,8 +74,16 @@ COLUMNS = [
     "repeat_of", "image", "left", "right", "left_method", "right_method", "left_item",
     "right_item", "choice", "winner", "loser", "correct", "rt_ms", "rt_ms_client",
     "rt_ms_server", "viewport", "viewport_w", "viewport_h", "timestamp", "excluded",
-    "exclusion_reason",
+    "exclusion_reason", "dpr", "display_mode", "zoom_max", "flicker_toggles", "hidden_ms",
+    "too_fast", "platform", "platform_study_id", "platform_session_id", "outcome",
+    "completion_code", "p_too_fast_share", "p_longest_same_side", "p_hidden_ms", "flags",
 ]
+# Quality flags. Under a second is too little to look at two 1:1 crops; a run of 10 answers
+# on one side has about a 1.7 % chance in 25 fair coin flips; a minute away from the tab.
+TOO_FAST_MS = 1000
+FAST_SHARE_FLAG = 0.25
+STREAK_FLAG = 10
+HIDDEN_FLAG_MS = 60_000
 
 
 def _resolve(source, db_url: str | None, study_uid: str | None) -> tuple[Database, str | None, bool]:
@@ -76,13 +106,11 @@ def _resolve(source, db_url: str | None, study_uid: str | None) -> tuple[Databas
                 f"{spec.folder / 'instance' / 'survey.db'}: no votes database yet; serve the "
                 "study first, or pass --db URL if it was served with another database"
             )
-    try:
-        return Database(make_engine(url, pool_size=2)), study_uid, True
-    except Exception as exc:
-        raise UserError(f"--db {url!r}: cannot open this database ({exc})") from None
+    return open_database(url, study_uid=study_uid, create=False, pool_size=2), study_uid, True
 
 
-def export_votes(source, *, db_url: str | None = None, study_uid: str | None = None) -> pd.DataFrame:
+def export_votes(source, *, db_url: str | None = None, study_uid: str | None = None,
+                 include_practice: bool = False) -> pd.DataFrame:
     """All answers of a study as a DataFrame (see the module docstring for the columns).
 
     ``source`` is a study folder (its default SQLite database, or ``db_url``), an SQLAlchemy
@@ -102,6 +130,10 @@ def export_votes(source, *, db_url: str | None = None, study_uid: str | None = N
                 ri.method, Vote.left_item_id, Vote.right_item_id, Vote.choice, Vote.correct,
                 Vote.rt_ms_client, Vote.rt_ms_server, Vote.viewport_w, Vote.viewport_h,
                 Vote.created_at, Participant.excluded, Participant.exclusion_reason,
+                Vote.dpr, Vote.display_mode, Vote.zoom_max, Vote.flicker_toggles,
+                Vote.hidden_ms, Participant.platform, Participant.platform_study_id,
+                Participant.platform_session_id, Participant.outcome,
+                Participant.completion_code,
             )
             .join(Participant, Participant.id == Vote.participant_id)
             .join(Study, Study.id == Participant.study_id)
@@ -112,6 +144,8 @@ def export_votes(source, *, db_url: str | None = None, study_uid: str | None = N
         )
         if uid is not None:
             q = q.where(Study.uid == uid)
+        if not include_practice:
+            q = q.where(Trial.kind != "practice")
         with db.session_scope() as s:
             rows = s.execute(q).all()
     except SQLAlchemyError as exc:
@@ -126,7 +160,9 @@ def export_votes(source, *, db_url: str | None = None, study_uid: str | None = N
             "study", "participant", "external_id", "trial", "pair", "kind", "repeat_of",
             "image", "left", "right", "left_method", "right_method", "left_item", "right_item",
             "choice", "correct", "rt_ms_client", "rt_ms_server", "viewport_w", "viewport_h",
-            "created_at", "excluded", "exclusion_reason",
+            "created_at", "excluded", "exclusion_reason", "dpr", "display_mode", "zoom_max",
+            "flicker_toggles", "hidden_ms", "platform", "platform_study_id",
+            "platform_session_id", "outcome", "completion_code",
         ],
     )
     return _tidy(raw)
@@ -139,8 +175,11 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
     df["loser"] = df["right"].where(left_won, df["left"])
     df["is_validation"] = (df["kind"] == "validation").astype(bool)
     df["excluded"] = df["excluded"].astype(bool)
-    for col in ("rt_ms_client", "rt_ms_server", "viewport_w", "viewport_h", "repeat_of"):
+    for col in ("rt_ms_client", "rt_ms_server", "viewport_w", "viewport_h", "repeat_of",
+                "flicker_toggles", "hidden_ms"):
         df[col] = pd.array(df[col].tolist(), dtype="Int64")
+    for col in ("dpr", "zoom_max"):
+        df[col] = pd.array(df[col].tolist(), dtype="Float64")
     for col in ("participant", "trial", "pair", "left_item", "right_item"):
         df[col] = df[col].astype("int64")
     df["correct"] = pd.array(df["correct"].tolist(), dtype="boolean")
@@ -150,7 +189,43 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
         df["viewport_w"].astype("string") + "x" + df["viewport_h"].astype("string")
     ).where(has_vp, pd.NA)
     df["timestamp"] = pd.to_datetime(df["created_at"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    df["too_fast"] = (df["rt_ms"] < TOO_FAST_MS).fillna(False).astype(bool)
+    df = df.join(person_flags(df), on="participant")
     return df[COLUMNS].reset_index(drop=True)
+
+
+def _longest_run(sides: pd.Series) -> int:
+    values = sides.tolist()
+    best = run = 0
+    for i, v in enumerate(values):
+        run = run + 1 if i and v == values[i - 1] else 1
+        best = max(best, run)
+    return best
+
+
+def person_flags(votes: pd.DataFrame) -> pd.DataFrame:
+    """Per participant (index): the quality-flag columns ``p_*`` and ``flags``.
+
+    ``votes`` has one row per scored answer with ``participant``, ``trial``, ``choice``,
+    ``too_fast`` and ``hidden_ms``.
+    """
+    cols = ["p_too_fast_share", "p_longest_same_side", "p_hidden_ms", "flags"]
+    if len(votes) == 0:
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="participant"))
+    g = votes.sort_values(["participant", "trial"]).groupby("participant", sort=True)
+    out = pd.DataFrame({
+        "p_too_fast_share": g["too_fast"].mean().astype(float),
+        "p_longest_same_side": g["choice"].apply(_longest_run).astype("int64"),
+        "p_hidden_ms": g["hidden_ms"].sum(min_count=1).astype("Int64"),
+    })
+    fast = out["p_too_fast_share"] > FAST_SHARE_FLAG
+    streak = out["p_longest_same_side"] >= STREAK_FLAG
+    hidden = (out["p_hidden_ms"] > HIDDEN_FLAG_MS).fillna(False).astype(bool)
+    out["flags"] = [
+        ";".join(name for name, on in (("too_fast", f), ("same_side", s), ("hidden_tab", h)) if on)
+        for f, s, h in zip(fast, streak, hidden, strict=True)
+    ]
+    return out
 
 
 def write_votes_csv(df: pd.DataFrame, out: str | Path) -> None:

@@ -3,8 +3,14 @@ response time measured in the page and the viewport size)::
 
     GET  /         instructions and consent        POST /start   create the schedule
     GET  /trial    the current trial               POST /trial   answer it (303 to the next)
-    GET  /done     completion code (+ redirect link to the crowd platform, if configured)
-    GET  /image/N  display image of item N (by id; no request path ever reaches the disk)
+    GET  /practice feedback after the practice trial
+    POST /withdraw stop taking part (outcome "returned")
+    GET  /done     outcome and its code (+ the platform's return link or MTurk form)
+    GET  /i/TOKEN  a display image by its opaque per-participant token (see images.py)
+
+Identity: a session resumes only from its own signed cookie. A platform id that has started
+the study before gets "you have already taken part", never that person's trials or code;
+``UNIQUE(study_id, external_id)`` makes concurrent starts with one id create one row.
 
 An answer is committed to the database before the response that leads to the next trial is
 sent, so everything a participant saw acknowledged is stored. Answers for any trial other
@@ -16,7 +22,6 @@ from __future__ import annotations
 
 import random
 import re
-import secrets
 import time
 
 from flask import (
@@ -27,7 +32,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     session,
     url_for,
 )
@@ -35,20 +39,30 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from .assign import plan_trials
-from .models import Participant, Trial, utcnow
-from .queries import AnswerStatements, pair_counts
+from .images import BadToken, make_token, read_token
+from .models import DISPLAY_MODES, Participant, Screening, Trial, Vote, utcnow
+from .platforms import PlatformIds, completion_link, mturk_form, outcome_code, read_ids
+from .queries import (
+    TRIAL_PAGE,
+    UNCOUNTED_KINDS,
+    AnswerStatements,
+    lock_study,
+    pair_counts,
+)
 from .security import csrf_token
 from .state import state
 
-_part, _trial = Participant.__table__, Trial.__table__
+_part, _trial, _screening = Participant.__table__, Trial.__table__, Screening.__table__
 
 participant_bp = Blueprint("participant", __name__)
 
-EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-EXTERNAL_ID_PARAMS = ("pid", "PROLIFIC_PID", "workerId", "participant")
 MAX_TRIAL_INDEX = 100_000
 MAX_RT_MS = 24 * 3600 * 1000
 MAX_VIEWPORT = 100_000
+MAX_FLIPS = 1_000_000
+# Every image gets the same caching headers and no validators (ETag/Last-Modified would
+# be derived from the file and could tell items apart).
+IMAGE_CACHE = "private, max-age=86400"
 
 
 # ----------------------------------------------------------------------------- input parsing
@@ -68,6 +82,26 @@ def _int_field(name: str, lo: int, hi: int, required: bool) -> int | None:
     if not lo <= value <= hi:
         abort(400, description=f"field {name!r} out of range [{lo}, {hi}]")
     return value
+
+
+def _float_field(name: str, lo: float, hi: float) -> float | None:
+    """An optional decimal form field in ``[lo, hi]``; 400 naming the field when bad."""
+    raw = (request.form.get(name) or "").strip()
+    if not raw:
+        return None
+    if len(raw) > 16 or not re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):
+        abort(400, description=f"field {name!r} must be a decimal number")
+    value = float(raw)
+    if not lo <= value <= hi:
+        abort(400, description=f"field {name!r} out of range [{lo}, {hi}]")
+    return value
+
+
+def _ids(values) -> PlatformIds:
+    try:
+        return read_ids(values)
+    except ValueError as exc:
+        abort(400, description=str(exc))
 
 
 def _session_participant_id() -> int | None:
@@ -93,6 +127,29 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _taken(external_id: str) -> bool:
+    st = state()
+    with st.db.session_scope() as s:
+        return s.scalar(select(Participant.id).where(
+            Participant.study_id == st.study_id, Participant.external_id == external_id
+        )) is not None
+
+
+def _already_taken_part() -> Response:
+    # The same page whoever owns the id: it never resumes a session or shows a code.
+    body = render_template(
+        "error.html", code=409, name="Already taken part",
+        description="You have already taken part in this study (this platform id has started "
+        "it before). Each person can take part once; if this is your id, please continue in "
+        "the browser where you started.",
+    )
+    return Response(body, status=409)
+
+
+def _completion_template() -> str | None:
+    return current_app.config.get("COMPLETION_URL") or state().spec.completion_url
+
+
 # ----------------------------------------------------------------------------- participant
 
 
@@ -103,20 +160,19 @@ def healthz() -> Response:
 
 @participant_bp.get("/")
 def index():
-    ext = None
-    for name in EXTERNAL_ID_PARAMS:
-        if name in request.args:
-            ext = request.args.get(name, "")
-            if not EXTERNAL_ID_RE.fullmatch(ext):
-                abort(400, description=f"{name}: use 1-64 letters, digits, '.', '_' or '-'")
-            break
     st = state()
+    ids = _ids(request.args)
+    resume = _load_participant() is not None
+    if not resume and ids.external_id and _taken(ids.external_id):
+        return _already_taken_part()
     return render_template(
         "index.html",
         spec=st.spec,
-        external_id=ext,
-        resume=_load_participant() is not None,
-        n_trials=st.spec.trials_per_participant,
+        platform_fields=ids.fields(),
+        preview=ids.preview,
+        resume=resume,
+        n_trials=st.n_scored,
+        practice=st.has_practice,
     )
 
 
@@ -129,51 +185,78 @@ def _start_session(pid: int) -> None:
     session.permanent = True
 
 
+def _screen_out(ids: PlatformIds, vw: int, vh: int, dpr: float | None, ua: str):
+    """Record a refused start (window too small) and show the polite page."""
+    st = state()
+    st.db.run_write(lambda conn: conn.execute(_screening.insert(), {
+        "study_id": st.study_id, "external_id": ids.external_id, "reason": "small screen",
+        "viewport_w": vw, "viewport_h": vh, "dpr": dpr, "user_agent": ua, "created_at": utcnow(),
+    }))
+    fixed = st.codes.get("failed_screening")
+    min_w, min_h = st.spec.min_viewport
+    return render_template(
+        "small_screen.html", spec=st.spec, vw=vw, vh=vh, min_width=min_w, min_height=min_h,
+        return_url=completion_link(_completion_template(), fixed) if fixed else None,
+    )
+
+
 @participant_bp.post("/start")
 def start():
     st = state()
     if request.form.get("consent") != "yes":
         abort(400, description="please tick the consent box to take part")
-    ext = request.form.get("external_id") or None
-    if ext is not None and not EXTERNAL_ID_RE.fullmatch(ext):
-        abort(400, description="external_id: use 1-64 letters, digits, '.', '_' or '-'")
+    ids = _ids(request.form)
+    if ids.preview:
+        abort(400, description="this is the MTurk preview; accept the HIT first, then start")
+    vw = _int_field("vw", 1, MAX_VIEWPORT, required=False)
+    vh = _int_field("vh", 1, MAX_VIEWPORT, required=False)
+    dpr = _float_field("dpr", 0.25, 10)
     if _load_participant() is not None:
         return redirect(url_for(".trial"), code=303)
     if not st.start_limiter.allow(("start", request.remote_addr)):
         abort(429, description="too many new sessions from this address; wait a minute")
-    if ext is not None:
-        with st.db.session_scope() as s:
-            known = s.scalar(
-                select(Participant.id).where(
-                    Participant.study_id == st.study_id, Participant.external_id == ext
-                )
-            )
-        if known is not None:
-            # Crowd-platform ids are unguessable; the same person resumes their schedule.
-            _start_session(known)
-            return redirect(url_for(".trial"), code=303)
+    if ids.external_id is not None and _taken(ids.external_id):
+        return _already_taken_part()
     ua = (request.headers.get("User-Agent") or "")[:300]
-    # Balance counts come from outside the write transaction: they are a heuristic, and a
-    # scan of the schedule table must not hold up everybody's answers (see PairCounts).
+    min_w, min_h = st.spec.min_viewport
+    if not st.spec.allow_phone and vw and vh and (vw < min_w or vh < min_h):
+        return _screen_out(ids, vw, vh, dpr, ua)
     window = float(current_app.config["ACTIVE_WINDOW_S"])
-    counts = st.pair_counts.snapshot(lambda: pair_counts(st.db, st.study_id, window))
-    code = secrets.token_hex(5).upper()
+    counts = None
+    if st.db.is_sqlite:
+        # One process: balance counts come from outside the write transaction (a scan of
+        # the schedule table must not hold up the group commit; see PairCounts).
+        def read() -> dict[int, int]:
+            with st.db.engine.connect() as conn:
+                return pair_counts(conn, st.study_id, window)
+
+        counts = st.pair_counts.snapshot(read)
+    code = outcome_code(st.codes, "completed")
     now = utcnow()
 
     def create(conn) -> int:
+        plan_counts = counts
+        if plan_counts is None:  # several processes: fresh counts under the study lock
+            lock_study(conn, st.study_id)
+            plan_counts = pair_counts(conn, st.study_id, window)
+        # UNIQUE(study_id, external_id): of concurrent starts with one id, one row wins.
         pid = conn.execute(_part.insert(), {
-            "study_id": st.study_id, "external_id": ext, "n_trials": 0, "next_index": 0,
-            "completion_code": code, "user_agent": ua, "excluded": False,
-            "created_at": now, "last_seen_at": now,
+            "study_id": st.study_id, "external_id": ids.external_id, "n_trials": 0,
+            "next_index": 0, "completion_code": code, "user_agent": ua, "excluded": False,
+            "validation_failures": 0, "created_at": now, "last_seen_at": now,
+            "platform": ids.platform, "platform_study_id": ids.study,
+            "platform_session_id": ids.session, "submit_to": ids.submit_to,
+            "viewport_w": vw, "viewport_h": vh, "dpr": dpr,
         }).inserted_primary_key[0]
         plans = plan_trials(
             st.compare_pairs,
             st.validation_pairs,
-            counts,
+            plan_counts,
             n_trials=st.spec.trials_per_participant,
             n_validation=st.spec.validation,
             repeat_swapped=st.spec.repeat_swapped,
             rng=random.Random(f"{st.spec.seed}:{pid}"),
+            practice=st.spec.practice,
         )
         conn.execute(_trial.insert(), [
             {"participant_id": pid, "index": t.index, "pair_id": t.pair_id,
@@ -188,9 +271,19 @@ def start():
         pid, plans = st.db.run_write(create)
     except TimeoutError:
         abort(503, description="the server is overloaded; try again in a moment")
-    st.pair_counts.add(t.pair_id for t in plans if t.kind != "repeat")
+    except IntegrityError:
+        return _already_taken_part()  # a concurrent start with the same id won
+    st.pair_counts.add(t.pair_id for t in plans if t.kind not in UNCOUNTED_KINDS)
     _start_session(pid)
     return redirect(url_for(".trial"), code=303)
+
+
+def _shown(pid: int, index: int, side: str, item_id: int) -> dict:
+    """What the page may know of one side: an opaque URL and the pixel size."""
+    item = state().items[item_id]
+    token = make_token(state().token_key, pid, index, side, item_id)
+    return {"url": url_for(".image", token=token), "width": item["width"],
+            "height": item["height"]}
 
 
 @participant_bp.get("/trial")
@@ -199,22 +292,43 @@ def trial():
     p = _load_participant()
     if p is None:
         return redirect(url_for(".index"))
-    if p.next_index >= p.n_trials:
+    if p.outcome is not None or p.next_index >= p.n_trials:
         return redirect(url_for(".done"))
-    with st.db.session_scope() as s:
-        t = s.scalar(select(Trial).where(Trial.participant_id == p.id, Trial.index == p.next_index))
+    with st.db.engine.connect() as conn:
+        rows = conn.execute(TRIAL_PAGE, {"pid": p.id, "cur": p.next_index,
+                                         "nxt": p.next_index + 1}).all()
+    by_index = {r.index: r for r in rows}
+    t = by_index.get(p.next_index)
     if t is None:  # schedule rows are written with the participant; absence is corruption
         abort(404, description="no such trial")
     shown = session.get("shown")
     if not (isinstance(shown, list) and len(shown) == 2 and shown[0] == t.index):
         session["shown"] = [t.index, _now_ms()]
+    practice_first = int(0 in by_index and by_index[0].kind == "practice")
+    nxt = by_index.get(p.next_index + 1)
+    preload = [] if nxt is None else [
+        _shown(p.id, nxt.index, "left", nxt.left_item_id)["url"],
+        _shown(p.id, nxt.index, "right", nxt.right_item_id)["url"],
+    ]
+    hole = st.items[t.left_item_id]["hole"]  # the same for every item of one photo
+    left = _shown(p.id, t.index, "left", t.left_item_id)
+    if hole is None:  # studies made before the hole was recorded: centre of the image
+        crop = {"cx": left["width"] // 2, "cy": left["height"] // 2}
+    else:
+        crop = {"cx": hole["x"] + hole["w"] // 2, "cy": hole["y"] + hole["h"] // 2}
     return render_template(
         "trial.html",
         spec=st.spec,
         index=t.index,
-        n_trials=p.n_trials,
-        left=st.items[t.left_item_id] | {"id": t.left_item_id},
-        right=st.items[t.right_item_id] | {"id": t.right_item_id},
+        n_trials=p.n_trials - practice_first,
+        number=None if t.kind == "practice" else t.index + 1 - practice_first,
+        left=left,
+        right=_shown(p.id, t.index, "right", t.right_item_id),
+        hole=hole,
+        crop=crop,
+        preload=preload,
+        practice=t.kind == "practice",
+        allow_phone=st.spec.allow_phone,
     )
 
 
@@ -231,9 +345,6 @@ def _resubmission(sql: AnswerStatements, conn, pid: int, index: int, choice: str
         abort(409, description="this trial was already answered differently; reload the page")
 
 
-# The answer path is the hot one: Core statements compiled once per app and run on the
-# driver cursor on SQLite (db.Prepared): one read of participant + current trial + its
-
 @participant_bp.post("/trial")
 def answer():
     st = state()
@@ -247,6 +358,13 @@ def answer():
     rt_client = _int_field("rt_ms", 0, MAX_RT_MS, required=False)
     vw = _int_field("vw", 1, MAX_VIEWPORT, required=False)
     vh = _int_field("vh", 1, MAX_VIEWPORT, required=False)
+    dpr = _float_field("dpr", 0.25, 10)
+    mode = request.form.get("mode") or None
+    if mode is not None and mode not in DISPLAY_MODES:
+        abort(400, description=f"field 'mode' must be one of {', '.join(DISPLAY_MODES)}")
+    zoom = _float_field("zoom", 0.05, 64)
+    flips = _int_field("flips", 0, MAX_FLIPS, required=False)
+    hidden_ms = _int_field("hidden_ms", 0, MAX_RT_MS, required=False)
     if not st.vote_limiter.allow(("vote", pid)):
         abort(429, description="answers are coming too fast; wait a moment")
     shown = session.get("shown")
@@ -255,43 +373,58 @@ def answer():
         if isinstance(shown[1], int):
             rt_server = max(0, min(MAX_RT_MS, _now_ms() - shown[1]))
     now = utcnow()
+    tolerance = st.spec.validation_tolerance
+    fail_code = outcome_code(st.codes, "failed_screening")
 
     sql = st.answer_sql
 
-    def store(conn) -> bool:
-        """Check and store the answer; True when it was the last trial. Runs in the writer."""
+    def store(conn) -> str:
+        """Check and store the answer; the page to go to next. Runs in the writer."""
         row = sql.current.first(conn, {"pid": pid})
         if row is None or row[0] != st.study_id:
             abort(400, description="unknown participant; start again at /")
-        (_, next_index, n_trials, excluded, trial_id, pair_id, left, right, kind,
-         correct_item) = row
+        (_, next_index, n_trials, excluded, failures, outcome, trial_id, pair_id, left, right,
+         kind, correct_item) = row
+        if outcome == "returned":
+            abort(409, description="you have withdrawn from this study; see /done")
         if index < next_index:
             _resubmission(sql, conn, pid, index, choice)
-            return next_index >= n_trials
+            return "done" if next_index >= n_trials else "trial"
         if index != next_index or index >= n_trials or trial_id is None:
             abort(409, description="this is not your current trial; reload the page")
         chosen = left if choice == "left" else right
-        correct = (chosen == correct_item) if kind == "validation" else None
+        correct = (chosen == correct_item) if kind in ("validation", "practice") else None
+        fail = kind == "validation" and correct is False
+        failures += fail
+        new_excluded = bool(excluded) or failures > tolerance
         sql.insert_vote.rowcount(conn, {
             "participant_id": pid, "trial_index": index, "trial_id": trial_id,
             "pair_id": pair_id, "left_item_id": left, "right_item_id": right,
             "choice": choice, "chosen_item_id": chosen, "correct": correct,
             "rt_ms_client": rt_client, "rt_ms_server": rt_server, "viewport_w": vw,
-            "viewport_h": vh, "created_at": now,
+            "viewport_h": vh, "created_at": now, "dpr": dpr, "display_mode": mode,
+            "zoom_max": zoom, "flicker_toggles": flips, "hidden_ms": hidden_ms,
         })
         finished = index + 1 >= n_trials
-        fail = correct is False
+        # Failing screening changes the code at the end, never anything before it: the
+        # pages must not tell which trial was a validation question.
+        new_outcome = ("failed_screening" if new_excluded else "completed") if finished else None
         advanced = sql.advance.rowcount(conn, {
             "pid": pid, "idx": index, "new_next": index + 1, "now": now,
-            "new_excluded": bool(excluded or fail), "fail": fail,
-            "reason": f"failed validation trial {index + 1}", "done": finished,
+            "fail_n": int(fail), "new_excluded": new_excluded,
+            "newly_excluded": new_excluded and not excluded,
+            "reason": f"failed validation: {failures} wrong, {tolerance} allowed",
+            "done": finished, "outcome": new_outcome,
+            "set_code": new_outcome == "failed_screening", "code": fail_code,
         })
         if advanced != 1:  # someone else answered first; undo ours, judge as a retry
             raise IntegrityError("next_index moved", None, Exception("race"))
-        return finished
+        if kind == "practice":
+            return "practice"
+        return "done" if finished else "trial"
 
     try:
-        finished = st.db.run_write(store)
+        page = st.db.run_write(store)
     except TimeoutError:
         abort(503, description="the server is overloaded; your answer was not stored, send it again")
     except IntegrityError:
@@ -300,10 +433,50 @@ def answer():
         with st.db.engine.connect() as conn:
             _resubmission(sql, conn, pid, index, choice)
             row = sql.current.first(conn, {"pid": pid})
-            finished = row is not None and row[1] >= row[2]
+            page = "done" if row is not None and row[1] >= row[2] else "trial"
     if "shown" in session:
         session.pop("shown")
-    return redirect(url_for(".done" if finished else ".trial"), code=303)
+    return redirect(url_for("." + page), code=303)
+
+
+@participant_bp.get("/practice")
+def practice():
+    """Feedback on the practice answer (shown once it is stored)."""
+    st = state()
+    p = _load_participant()
+    if p is None:
+        return redirect(url_for(".index"))
+    with st.db.session_scope() as s:
+        found = s.execute(
+            select(Vote.choice, Vote.correct)
+            .join(Trial, Trial.id == Vote.trial_id)
+            .where(Vote.participant_id == p.id, Vote.trial_index == 0, Trial.kind == "practice")
+        ).first()
+    if found is None:
+        return redirect(url_for(".trial"))
+    choice, correct = found
+    other = "right" if choice == "left" else "left"
+    return render_template(
+        "practice_feedback.html", spec=st.spec, correct=bool(correct), choice=choice,
+        expected=choice if correct else other,
+        next_url=url_for(".done" if p.next_index >= p.n_trials else ".trial"),
+    )
+
+
+@participant_bp.post("/withdraw")
+def withdraw():
+    """Stop taking part: the outcome becomes ``returned``; answers so far are kept."""
+    st = state()
+    p = _load_participant()
+    if p is None:
+        abort(400, description="no study session (cookies off or expired)")
+    code = outcome_code(st.codes, "returned")
+    now = utcnow()
+    st.db.run_write(lambda conn: conn.execute(
+        update(_part).where(_part.c.id == p.id, _part.c.outcome.is_(None))
+        .values(outcome="returned", completion_code=code, finished_at=now, last_seen_at=now)
+    ))
+    return redirect(url_for(".done"), code=303)
 
 
 @participant_bp.get("/done")
@@ -312,19 +485,31 @@ def done():
     p = _load_participant()
     if p is None:
         return redirect(url_for(".index"))
-    if p.next_index < p.n_trials:
+    if p.outcome is None and p.next_index < p.n_trials:
         return redirect(url_for(".trial"))
-    url = current_app.config.get("COMPLETION_URL") or st.spec.completion_url
-    if url:
-        url = url.replace("{code}", p.completion_code)
-    return render_template("done.html", spec=st.spec, code=p.completion_code, redirect_url=url)
+    outcome = p.outcome or ("failed_screening" if p.excluded else "completed")
+    ids = PlatformIds(p.platform, p.external_id, p.platform_study_id, p.platform_session_id,
+                      p.submit_to)
+    return render_template(
+        "done.html", spec=st.spec, code=p.completion_code, outcome=outcome,
+        redirect_url=completion_link(_completion_template(), p.completion_code),
+        mturk=mturk_form(ids),
+    )
 
 
-@participant_bp.get("/image/<int:item_id>")
-def image(item_id: int):
-    item = state().items.get(item_id)
-    if item is None:
+@participant_bp.get("/i/<token>")
+def image(token: str):
+    """A display image by its opaque token; only for the participant it was issued to."""
+    st = state()
+    pid = _session_participant_id()
+    if pid is None:
         abort(404, description="no such image")
-    resp = send_file(item["path"], mimetype="image/png", max_age=86400, conditional=True)
-    return resp
-
+    try:
+        _, _, item_id = read_token(st.token_key, pid, token)
+    except BadToken:
+        abort(404, description="no such image")
+    png = st.images.get(item_id)
+    if png is None:
+        abort(404, description="no such image")
+    return Response(png.chunks(), mimetype="image/png", direct_passthrough=True,
+                    headers={"Content-Length": str(png.length), "Cache-Control": IMAGE_CACHE})

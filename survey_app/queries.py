@@ -12,47 +12,77 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
-from sqlalchemy import Boolean, DateTime, String, and_, bindparam, case, func, select, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    DateTime,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    select,
+    update,
+)
 
-from .db import Database, Prepared
-from .models import Pair, Participant, Trial, Vote, utcnow
+from .db import Prepared
+from .models import Pair, Participant, Study, Trial, Vote, utcnow
 
 _vote, _part, _trial, _pair = Vote.__table__, Participant.__table__, Trial.__table__, Pair.__table__
+UNCOUNTED_KINDS = ("repeat", "practice")  # trial kinds that add no vote to a pair's balance
+_study = Study.__table__
 
 
-def pair_counts(db: Database, study_id: int, active_window_s: float) -> dict[int, int]:
+def lock_study(conn: Connection, study_id: int) -> None:
+    """Hold the study's row lock until this transaction ends (PostgreSQL; no-op on SQLite).
+
+    Why: a new schedule must be planned from counts that include every schedule committed
+    before it, also those planned by other server processes, or people starting at the same
+    moment in different processes get the same least-used pairs. Locking the one study row
+    (``SELECT … FOR UPDATE``) queues new schedules of one study across all processes while
+    answers, which never touch that row, go on. ``SKIP LOCKED`` would let a start skip the
+    lock and plan from stale counts, which is the race itself; an advisory lock would work
+    the same but needs a key space of its own. SQLite needs nothing: its writes already run
+    one at a time in one process (``--workers`` > 1 is refused there).
+    """
+    if conn.dialect.name != "sqlite":
+        conn.execute(select(_study.c.id).where(_study.c.id == study_id).with_for_update())
+
+
+def pair_counts(conn: Connection, study_id: int, active_window_s: float) -> dict[int, int]:
     """Votes per pair from included people, plus open schedules of recently active people."""
     counts: dict[int, int] = {}
-    with db.session_scope() as s:
-        voted = s.execute(
-            select(Vote.pair_id, func.count())
-            .join(Participant, Participant.id == Vote.participant_id)
-            .join(Trial, Trial.id == Vote.trial_id)
-            .where(
-                Participant.study_id == study_id,
-                Participant.excluded.is_(False),
-                Trial.kind != "repeat",  # a person's second look adds no independent vote
-            )
-            .group_by(Vote.pair_id)
+    voted = conn.execute(
+        select(Vote.pair_id, func.count())
+        .join(Participant, Participant.id == Vote.participant_id)
+        .join(Trial, Trial.id == Vote.trial_id)
+        .where(
+            Participant.study_id == study_id,
+            Participant.excluded.is_(False),
+            # A second look or a practice answer adds no independent vote.
+            Trial.kind.not_in(UNCOUNTED_KINDS),
         )
-        for pair_id, n in voted:
-            counts[pair_id] = counts.get(pair_id, 0) + n
-        cutoff = utcnow() - timedelta(seconds=active_window_s)
-        pending = s.execute(
-            select(Trial.pair_id, func.count())
-            .join(Participant, Participant.id == Trial.participant_id)
-            .where(
-                Participant.study_id == study_id,
-                Participant.finished_at.is_(None),
-                Participant.excluded.is_(False),
-                Participant.last_seen_at >= cutoff,
-                Trial.index >= Participant.next_index,
-                Trial.kind != "repeat",
-            )
-            .group_by(Trial.pair_id)
+        .group_by(Vote.pair_id)
+    )
+    for pair_id, n in voted:
+        counts[pair_id] = counts.get(pair_id, 0) + n
+    cutoff = utcnow() - timedelta(seconds=active_window_s)
+    pending = conn.execute(
+        select(Trial.pair_id, func.count())
+        .join(Participant, Participant.id == Trial.participant_id)
+        .where(
+            Participant.study_id == study_id,
+            Participant.finished_at.is_(None),
+            Participant.excluded.is_(False),
+            Participant.last_seen_at >= cutoff,
+            Trial.index >= Participant.next_index,
+            Trial.kind.not_in(UNCOUNTED_KINDS),
         )
-        for pair_id, n in pending:
-            counts[pair_id] = counts.get(pair_id, 0) + n
+        .group_by(Trial.pair_id)
+    )
+    for pair_id, n in pending:
+        counts[pair_id] = counts.get(pair_id, 0) + n
     return counts
 
 
@@ -65,7 +95,8 @@ class PairCounts:
     are added on top, so people starting at the same moment get different least-used
     pairs (before, they read the same counts). Schedules planned by other server processes
     and exclusions show up at the next read: the counts steer balance, they record nothing.
-    ``ttl_s <= 0`` reads the database every time.
+    ``ttl_s <= 0`` reads the database every time. Used on SQLite (one process); elsewhere a
+    new schedule reads fresh counts under :func:`lock_study` instead.
     """
 
     def __init__(self, ttl_s: float):
@@ -93,7 +124,7 @@ class PairCounts:
 _CURRENT = (
     select(
         _part.c.study_id, _part.c.next_index, _part.c.n_trials, _part.c.excluded,
-        _trial.c.id, _trial.c.pair_id, _trial.c.left_item_id,
+        _part.c.validation_failures, _part.c.outcome, _trial.c.id, _trial.c.pair_id, _trial.c.left_item_id,
         _trial.c.right_item_id, _trial.c.kind, _pair.c.correct_item_id,
     )
     .select_from(
@@ -114,21 +145,38 @@ _ADVANCE = (
     .values(
         next_index=bindparam("new_next"),
         last_seen_at=bindparam("now", type_=DateTime),
+        validation_failures=_part.c.validation_failures + bindparam("fail_n", type_=Integer),
         excluded=bindparam("new_excluded"),
         exclusion_reason=case(
-            (and_(bindparam("fail", type_=Boolean), _part.c.exclusion_reason.is_(None)),
+            (and_(bindparam("newly_excluded", type_=Boolean), _part.c.exclusion_reason.is_(None)),
              bindparam("reason", type_=String)),
             else_=_part.c.exclusion_reason,
         ),
         finished_at=case((bindparam("done", type_=Boolean), bindparam("now", type_=DateTime)),
                          else_=_part.c.finished_at),
+        outcome=case((bindparam("done", type_=Boolean), bindparam("outcome", type_=String)),
+                     else_=_part.c.outcome),
+        completion_code=case(
+            (bindparam("set_code", type_=Boolean), bindparam("code", type_=String)),
+            else_=_part.c.completion_code,
+        ),
     )
 )
 _VOTE_COLUMNS = [
     "participant_id", "trial_index", "trial_id", "pair_id", "left_item_id", "right_item_id",
     "choice", "chosen_item_id", "correct", "rt_ms_client", "rt_ms_server", "viewport_w",
-    "viewport_h", "created_at",
+    "viewport_h", "created_at", "dpr", "display_mode", "zoom_max", "flicker_toggles",
+    "hidden_ms",
 ]
+# The trial page: the first trial (is it a practice one?), the current one and the next
+# one (its images are preloaded).
+TRIAL_PAGE = (
+    select(_trial.c.index, _trial.c.kind, _trial.c.left_item_id, _trial.c.right_item_id)
+    .where(
+        _trial.c.participant_id == bindparam("pid"),
+        _trial.c.index.in_([0, bindparam("cur"), bindparam("nxt")]),
+    )
+)
 
 
 class AnswerStatements:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# The throwaway PostgreSQL server (fixtures pg_server, pg_url); a module beside this file.
-from pg_server import pg_server, pg_url  # noqa: F401
+# The throwaway PostgreSQL server (fixtures pg_server, pg_url, db_url over SQLite and
+# PostgreSQL); a module beside this file.
+from pg_server import db_url, pg_server, pg_url  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -196,3 +196,11 @@ def pg_url(pg_server):
     name = pg_server.create_database()
     yield pg_server.url(name)
     pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """An empty database for one test, once on SQLite and once on PostgreSQL (URL)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'votes.db'}"
+    return request.getfixturevalue("pg_url")

@@ -93,11 +93,12 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m bench.cli survey serve STUDY`` on 127.0.0.1 in a child process."""
 
-    def __init__(self, study: Path, port: int | None = None, workers: int = 8,
+    def __init__(self, study: Path, port: int | None = None, threads: int = 8,
                  extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, workers: int = 1, db_url: str | None = None):
         self.study, self.port = Path(study), port or free_port()
-        self.workers, self.extra, self.env = workers, extra, env
+        self.threads, self.workers, self.db_url = threads, workers, db_url
+        self.extra, self.env = extra, env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
@@ -106,7 +107,8 @@ class ServerProcess:
         env = dict(os.environ, **(self.env or {}))
         env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
         cmd = [sys.executable, "-m", "bench.cli", "survey", "serve", str(self.study),
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+               "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(self.threads),
+               "--workers", str(self.workers), *(("--db", self.db_url) if self.db_url else ()),
                *self.extra]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=repo)

@@ -35,7 +35,7 @@ def test_sigkill_mid_study_loses_and_doubles_nothing(tmp_path):
     study = tmp_path / "study"
     create_study(run, study, resolution=128, trials_per_participant=N_TRIALS, validation=1,
                  progress=False)
-    server = ServerProcess(study, workers=8, extra=("--no-start-limit",),
+    server = ServerProcess(study, threads=8, extra=("--no-start-limit",),
                            log_path=tmp_path / "server.log").start()
     acked: dict[str, dict[int, str]] = {f"p{i:03d}": {} for i in range(N_PEOPLE)}
     errors: list[str] = []

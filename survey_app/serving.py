@@ -1,0 +1,164 @@
+"""Running the site: waitress in one process, or several waitress processes on one socket.
+
+``--workers N`` (N > 1, PostgreSQL only): the parent opens the listening socket, builds the
+app once (so every user mistake is reported once, before anything forks, and an empty
+database gets its schema once), then forks N workers. Each worker builds its own app
+(its own database connections: connections never cross a fork) and runs waitress with
+``--threads`` threads on the shared socket; the kernel hands each new connection to one of
+the processes waiting in ``accept``. The parent only supervises: a worker that dies (OOM
+kill, SIGKILL, crash) is replaced at once; SIGTERM or Ctrl-C stops all of them.
+
+Why waitress per process and not gunicorn: measured with ``benchmarks/survey_load.py
+--server gunicorn`` (see the README's load section), gunicorn's ``gthread`` workers gave no
+more answers per second than waitress processes on the same socket, while adding a
+dependency, a second configuration path (gunicorn's own options and app loading) and a
+server that does not run on Windows; waitress is already the single-process server, so one
+code path serves both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from flask import Flask
+
+from bench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Bounded request sizes in front of Flask's own MAX_CONTENT_LENGTH.
+WAITRESS_OPTIONS = {
+    "ident": "hrbench-survey",
+    "max_request_body_size": 1 << 20,
+    "max_request_header_size": 64 * 1024,
+}
+_FAST_FAILURE_S = 5.0  # a worker that dies sooner than this after starting "fails at start"
+_MAX_FAST_FAILURES = 5
+
+
+class _Stop(Exception):
+    """Raised in the parent by SIGTERM/SIGINT to leave the supervision loop."""
+
+
+def _waitress(app: Flask, threads: int, **where) -> None:
+    import waitress
+
+    # Waitress warns on every queued request; with more clients than threads that is normal.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    waitress.serve(app, threads=threads, connection_limit=max(100, 4 * threads),
+                   **WAITRESS_OPTIONS, **where)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, or a one-line error (port taken, address not local…)."""
+    try:
+        return socket.create_server((host, port), backlog=1024)
+    except OSError as exc:
+        raise UserError(f"--host/--port {host}:{port}: cannot listen ({exc.strerror})") from None
+
+
+def serve(make_app: Callable[[], Flask], *, host: str, port: int, threads: int,
+          workers: int = 1, on_ready: Callable[[Flask, int], None] | None = None) -> None:
+    """Serve until stopped. ``make_app`` builds a fresh app (called once per process).
+
+    ``on_ready(app, port)`` is called once in the parent with the checked app (e.g. to log
+    where the site is); ``port`` is the bound one (``port=0`` picks a free port).
+    """
+    sock = listen(host, port)
+    bound = sock.getsockname()[1]
+    app = make_app()
+    if on_ready is not None:
+        on_ready(app, bound)
+    if workers <= 1:
+        _waitress(app, threads, sockets=[sock])
+        return
+    if not hasattr(os, "fork"):
+        raise UserError("--workers: several processes need a POSIX system (fork); use "
+                        "--workers 1 with more --threads")
+    # The parent's connections must not be shared with the children.
+    app.extensions["survey"].db.dispose()
+    del app
+    _supervise(make_app, sock, threads, workers)
+
+
+def _start_worker(make_app: Callable[[], Flask], sock: socket.socket, threads: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    # Child: Ctrl-C reaches the whole process group; the parent decides and sends SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    code = 0
+    try:
+        _waitress(make_app(), threads, sockets=[sock])
+    except BaseException:
+        log.exception("worker %d failed", os.getpid())
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _supervise(make_app: Callable[[], Flask], sock: socket.socket, threads: int,
+               workers: int) -> None:
+    def stop(signum, _frame):
+        raise _Stop(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    children: dict[int, float] = {}  # pid -> start time
+    fast_failures = 0
+    try:
+        for _ in range(workers):
+            children[_start_worker(make_app, sock, threads)] = time.monotonic()
+        log.info("%d worker processes: %s", workers, " ".join(map(str, children)))
+        while True:
+            pid, status = os.wait()
+            started = children.pop(pid, None)
+            if started is None:
+                continue
+            how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exit status {os.waitstatus_to_exitcode(status)}")
+            fast_failures = fast_failures + 1 if time.monotonic() - started < _FAST_FAILURE_S \
+                else 0
+            if fast_failures >= _MAX_FAST_FAILURES:
+                raise UserError(f"--workers: worker processes keep failing at start (last: "
+                                f"{how}); see the log above")
+            new = _start_worker(make_app, sock, threads)
+            children[new] = time.monotonic()
+            log.warning("worker %d ended (%s); started worker %d", pid, how, new)
+    except _Stop:
+        log.info("stopping %d workers", len(children))
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        _stop_children(children)
+        sock.close()
+
+
+def _stop_children(children: dict[int, float], grace_s: float = 10.0) -> None:
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    left = set(children)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        time.sleep(0.05)
+    for pid in left:  # did not stop in time
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
