@@ -13,7 +13,7 @@ import pandas as pd
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 from sqlalchemy import and_, case, func, select
 
-from .models import Pair, Participant, Vote
+from .models import Pair, Participant, Screening, Vote
 from .security import constant_time_equal
 from .state import state
 
@@ -120,10 +120,22 @@ def logout():
 
 @admin_bp.get("/")
 def dashboard():
-    from .export import export_votes
+    from .export import export_votes, person_flags
 
     st = state()
     with st.db.session_scope() as s:
+        roster = s.execute(
+            select(Participant.id, Participant.external_id, Participant.platform,
+                   Participant.platform_study_id, Participant.platform_session_id,
+                   Participant.outcome, Participant.completion_code, Participant.excluded,
+                   Participant.exclusion_reason, Participant.created_at,
+                   Participant.finished_at)
+            .where(Participant.study_id == st.study_id)
+            .order_by(Participant.id)
+        ).all()
+        n_screened = s.scalar(
+            select(func.count()).select_from(Screening).where(Screening.study_id == st.study_id)
+        )
         people = s.execute(
             select(
                 func.count(),
@@ -146,6 +158,17 @@ def dashboard():
         ).all()
     votes = export_votes(st.db, study_uid=st.spec.uid)
     ranking, ranking_kind = live_ranking(votes)
+    flags = person_flags(votes)
+    answers = votes.groupby("participant").size() if len(votes) else {}
+    participants = [
+        {"id": r.id, "external_id": r.external_id, "platform": r.platform,
+         "platform_study": r.platform_study_id, "platform_session": r.platform_session_id,
+         "outcome": r.outcome, "code": r.completion_code, "excluded": r.excluded,
+         "reason": r.exclusion_reason, "n_answers": int(answers.get(r.id, 0)),
+         "flags": flags["flags"].get(r.id, "") if len(flags) else "",
+         "started": r.created_at, "finished": r.finished_at}
+        for r in roster
+    ]
     pairs = [
         {
             "id": pid,
@@ -166,6 +189,8 @@ def dashboard():
         n_votes=len(votes),
         n_validation=int(votes["is_validation"].sum()) if len(votes) else 0,
         excluded=excluded,
+        participants=participants,
+        n_screened=n_screened,
         pairs=pairs,
         ranking=ranking,
         ranking_kind=ranking_kind,

@@ -52,9 +52,13 @@ def plan_trials(
     n_validation: int,
     repeat_swapped: bool,
     rng: random.Random,
+    practice: bool = False,
 ) -> list[TrialPlan]:
-    """A participant's schedule of at most ``n_trials`` trials.
+    """A participant's schedule of at most ``n_trials`` scored trials.
 
+    - with ``practice`` (and any validation pair), trial 0 is a ``practice`` trial on top
+      of the ``n_trials``: a validation pair (one with a known answer, so the page can give
+      feedback), preferably of a photo whose validation pair is not scheduled for scoring;
     - ``min(n_validation, len(validation))`` validation trials at uniformly random positions;
     - if ``repeat_swapped``, one compare trial shown again later with sides swapped
       (the only pair that appears twice, on purpose, to measure consistency);
@@ -81,6 +85,10 @@ def plan_trials(
     positions = sorted(rng.sample(range(total), len(vals)))
     for pos, p in zip(positions, vals, strict=True):
         seq.insert(pos, (p, "validation", rng.random() < 0.5, None))
+    if practice and validation:
+        unused = [p for p in validation if p not in vals]
+        seq.insert(0, (rng.choice(unused or list(validation)), "practice", rng.random() < 0.5,
+                       None))
     # Positions shift as validation trials go in; map the repeat's source to its final index.
     plans: list[TrialPlan] = []
     final_index_of_compare: dict[int, int] = {}

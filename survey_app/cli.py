@@ -10,9 +10,6 @@ from pathlib import Path
 from bench.cli_args import add_list_option
 from bench.errors import UserError
 
-# Constants only (no Flask or SQLAlchemy import at start-up of the `hrbench` command line).
-MIN_VIEWPORT = (720, 400)  # survey_app.study.MIN_VIEWPORT; checked equal in the tests
-
 log = logging.getLogger(__name__)
 
 
@@ -34,7 +31,7 @@ def _viewport(text: str) -> tuple[int, int]:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from .study import create_study
+    from .study import MIN_VIEWPORT, create_study
 
     spec = create_study(
         args.run,
@@ -55,7 +52,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         practice=args.practice,
         validation_tolerance=args.validation_tolerance,
         allow_phone=args.allow_phone,
-        min_viewport=args.min_viewport,
+        min_viewport=args.min_viewport or MIN_VIEWPORT,
     )
     n_cmp = sum(p["kind"] == "compare" for p in spec.pairs)
     log.info(
@@ -184,8 +181,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--allow-phone", action="store_true",
                    help="let phone-sized windows take part (stacked layout); default: they "
                    "get a 'please use a larger screen' page")
-    c.add_argument("--min-viewport", type=_viewport, default=MIN_VIEWPORT, metavar="WxH",
-                   help="smallest browser window in CSS pixels (default %(default)s)")
+    c.add_argument("--min-viewport", type=_viewport, default=None, metavar="WxH",
+                   help="smallest browser window in CSS pixels (default 720x400)")
     c.add_argument("--display", choices=("full", "crop"), default="full",
                    help="full: the whole image, scaled down only to fit --max-side; crop: "
                    "1:1 square around the hole")

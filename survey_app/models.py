@@ -8,8 +8,15 @@ One database may hold several studies (e.g. a shared PostgreSQL); every row hang
   deliberately broken fill used by validation questions).
 - ``pair``: two items of the same photo to compare; ``kind`` is ``compare`` or
   ``validation`` (then ``correct_item_id`` is the answer a careful person gives).
-- ``participant``: one person; ``next_index`` is the trial they must answer next.
-- ``trial``: the server-side schedule, written in full when a participant starts.
+- ``participant``: one person; ``next_index`` is the trial they must answer next. At most one
+  per (study, external id): ``UNIQUE(study_id, external_id)`` makes a second start with the
+  same crowd-platform id fail in the database, whatever the web layer does. ``outcome`` is
+  ``completed``, ``failed_screening`` (validation failures over the tolerance) or
+  ``returned`` (withdrew) once known; ``completion_code`` is the code for that outcome.
+- ``trial``: the server-side schedule, written in full when a participant starts; kind
+  ``practice`` (index 0, not scored), ``compare``, ``validation`` or ``repeat``.
+- ``screening``: a refusal at the start (e.g. a phone-sized window), recorded without
+  creating a participant, so the same person may come back on a larger screen.
 - ``vote``: one answer. ``UNIQUE(participant_id, trial_index)`` is what makes a resubmitted
   answer idempotent and a double count impossible, whatever the web layer does.
 
@@ -23,8 +30,8 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
@@ -33,8 +40,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 PAIR_KINDS = ("compare", "validation")
-TRIAL_KINDS = ("compare", "validation", "repeat")
+TRIAL_KINDS = ("practice", "compare", "validation", "repeat")
 CHOICES = ("left", "right")
+OUTCOMES = ("completed", "failed_screening", "returned")
+DISPLAY_MODES = ("crop", "loupe", "flicker", "full")
 
 
 def utcnow() -> datetime:
@@ -92,7 +101,10 @@ class Pair(Base):
 
 class Participant(Base):
     __tablename__ = "participant"
-    __table_args__ = (Index("ix_participant_external", "study_id", "external_id"),)
+    # NULL external ids (no platform id given) are distinct for the constraint.
+    __table_args__ = (
+        UniqueConstraint("study_id", "external_id", name="uq_participant_external"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
@@ -106,6 +118,16 @@ class Participant(Base):
     excluded: Mapped[bool] = mapped_column(Boolean, default=False)
     exclusion_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Added by issue 12 (schema revision 2).
+    platform: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    platform_study_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    platform_session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    submit_to: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    validation_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    viewport_w: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    viewport_h: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dpr: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Trial(Base):
@@ -140,4 +162,26 @@ class Vote(Base):
     rt_ms_server: Mapped[int | None] = mapped_column(Integer, nullable=True)
     viewport_w: Mapped[int | None] = mapped_column(Integer, nullable=True)
     viewport_h: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Added by issue 12 (schema revision 2): how the answer was given.
+    dpr: Mapped[float | None] = mapped_column(Float, nullable=True)
+    display_mode: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    zoom_max: Mapped[float | None] = mapped_column(Float, nullable=True)
+    flicker_toggles: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hidden_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Screening(Base):
+    """A start refused before any participant row exists (added by issue 12)."""
+
+    __tablename__ = "screening"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    external_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(String(100))
+    viewport_w: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    viewport_h: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dpr: Mapped[float | None] = mapped_column(Float, nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

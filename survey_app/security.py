@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -48,6 +49,28 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+
+
+_ORIGIN_RE = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
+
+
+def security_headers(frame_ancestors: list[str]) -> dict[str, str]:
+    """:data:`SECURITY_HEADERS`, with ``frame-ancestors`` opened to the given origins.
+
+    Without origins the site cannot be framed at all. With them (an MTurk ExternalQuestion
+    shows the study in an iframe) the CSP lists them and ``X-Frame-Options``, which cannot
+    name an origin, is left out. ``ValueError`` names an origin that is not ``scheme://host``.
+    """
+    if not frame_ancestors:
+        return dict(SECURITY_HEADERS)
+    for origin in frame_ancestors:
+        if not _ORIGIN_RE.fullmatch(origin):
+            raise ValueError(f"--allow-framing: {origin!r} is not an origin like "
+                             "https://www.mturk.com")
+    out = {k: v for k, v in SECURITY_HEADERS.items() if k != "X-Frame-Options"}
+    out["Content-Security-Policy"] = out["Content-Security-Policy"].replace(
+        "frame-ancestors 'none'", "frame-ancestors " + " ".join(frame_ancestors))
+    return out
 
 
 def csrf_token() -> str:
@@ -150,6 +173,10 @@ class CachedSerializerSessionInterface(SecureCookieSessionInterface):
     def __init__(self) -> None:
         self._cached: tuple[tuple, URLSafeTimedSerializer | None] | None = None
         self._lock = threading.Lock()
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        # Configured, or automatic: a request that came over HTTPS gets a secure cookie.
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()

@@ -23,7 +23,8 @@ class SurveyState:
     spec: StudySpec
     db: Database
     study_id: int
-    items: dict[int, dict]  # item id -> {"path", "width", "height", "method", "image", "kind"}
+    # item id -> {"path", "width", "height", "method", "image", "kind", "hole"}
+    items: dict[int, dict]
     admin_token: str | None
     vote_limiter: RateLimiter
     start_limiter: RateLimiter
@@ -32,6 +33,11 @@ class SurveyState:
     validation_pairs: list = field(default_factory=list)
     answer_sql: Any = None  # queries.AnswerStatements, prepared by create_app
     pair_counts: Any = None  # queries.PairCounts, made by create_app
+    token_key: bytes = b""  # images.token_key(SECRET_KEY)
+    images: dict = field(default_factory=dict)  # item id -> images.PaddedPng
+    codes: dict = field(default_factory=dict)  # outcome -> fixed code or None (platforms)
+    n_scored: int = 0  # scored trials a schedule has (what the consent page announces)
+    has_practice: bool = False
 
 
 def state() -> SurveyState:

@@ -57,6 +57,9 @@ BROKEN_FILLS = ("flat", "blur")
 GT_METHOD = "ground_truth"
 RESERVED_METHODS = (GT_METHOD, "broken_flat", "broken_blur")
 DEFAULT_QUESTION = "Which image looks better (more natural, fewer visible defects)?"
+# Smallest browser window (CSS px, width x height) that shows two 1:1 crops side by side
+# large enough to judge; phones (390 px wide, or 390 px tall in landscape) fall below it.
+MIN_VIEWPORT = (720, 400)
 _FILE_RE = re.compile(r"^[0-9]{4,6}\.png$")
 
 
@@ -76,6 +79,11 @@ class StudySpec:
     items: list[dict] = field(repr=False)
     pairs: list[dict] = field(repr=False)
     raw: dict = field(repr=False)
+    # Quality control and screening (defaults apply to studies made before they existed).
+    practice: bool = True
+    validation_tolerance: int = 0  # validation failures allowed; one more excludes
+    allow_phone: bool = False
+    min_viewport: tuple[int, int] = MIN_VIEWPORT
 
     def image_path(self, file: str) -> Path:
         return self.folder / "images" / file
@@ -198,6 +206,21 @@ def fit_size(height: int, width: int, max_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def display_hole(mask: np.ndarray, box: tuple[int, int, int, int] | None,
+                 shown: tuple[int, int]) -> list[int]:
+    """The hole's bounding box ``[x, y, w, h]`` in display pixels.
+
+    ``box``: the 1:1 crop (``crop`` display) or None; ``shown``: the (h, w) a ``full``
+    display is scaled to. The page centres its 1:1 view on this box.
+    """
+    top, left, bottom, right = hole_bbox(mask)
+    if box is not None:
+        return [left - box[1], top - box[0], right - left, bottom - top]
+    sy, sx = shown[0] / mask.shape[0], shown[1] / mask.shape[1]
+    x, y = math.floor(left * sx), math.floor(top * sy)
+    return [x, y, max(1, math.ceil(right * sx) - x), max(1, math.ceil(bottom * sy) - y)]
+
+
 def broken_fill(gt: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarray:
     """The ground truth with its hole visibly broken (``uint8[H, W, 3]``).
 
@@ -240,19 +263,26 @@ def create_study(
     trials_per_participant: int = 25,
     validation: int = 2,
     display: str = "full",
-    max_side: int = 1280,
+    max_side: int = 4096,
     crop_size: int = 512,
-    repeat_swapped: bool = False,
+    repeat_swapped: bool = True,
     seed: int = 0,
     question: str = DEFAULT_QUESTION,
     name: str | None = None,
     completion_url: str | None = None,
+    practice: bool = True,
+    validation_tolerance: int = 0,
+    allow_phone: bool = False,
+    min_viewport: tuple[int, int] = MIN_VIEWPORT,
     progress: bool = True,
 ) -> StudySpec:
     """Create the study folder ``out`` from run folder ``run``; return the loaded spec.
 
-    ``trials_per_participant`` counts every answer a person gives, the ``validation``
-    questions and the optional swapped repeat included (the paper: 25 with 2 validation).
+    ``trials_per_participant`` counts every scored answer a person gives, the ``validation``
+    questions and the swapped repeat included (the paper: 25 with 2 validation); the
+    ``practice`` trial (a validation pair with feedback, not scored) comes on top.
+    ``validation_tolerance``: validation failures a person may make and stay included.
+    The default ``max_side`` keeps the paper's resolutions (up to 2048 px) at 1:1.
     """
     run, out = Path(run), Path(out)
     if not run.is_dir():
@@ -271,6 +301,10 @@ def create_study(
         raise UserError("--completion-url: must be an http(s):// URL without spaces or quotes")
     if not question.strip() or len(question) > 500:
         raise UserError("--question: must be 1 to 500 characters")
+    if not 0 <= validation_tolerance <= validation:
+        raise UserError("--validation-tolerance: must be between 0 and --validation")
+    if min(min_viewport) < 1:
+        raise UserError("--min-viewport: width and height must be at least 1 CSS pixel")
 
     methods, images, outputs, data = _collect(run, resolution, methods, images)
     rng = random.Random(seed)
@@ -278,7 +312,8 @@ def create_study(
     pairs: list[dict] = []
     (out / "images").mkdir(parents=True, exist_ok=True)
 
-    def add_item(method: str, image: str, kind: str, pixels: np.ndarray, box, orig, src: str):
+    def add_item(method: str, image: str, kind: str, pixels: np.ndarray, box, orig, src: str,
+                 hole: list[int]):
         file = f"{len(items):04d}.png"
         write_image(out / "images" / file, pixels)
         items.append(
@@ -293,6 +328,7 @@ def create_study(
                 "orig_width": int(orig[1]),
                 "orig_height": int(orig[0]),
                 "crop": list(map(int, box)) if box else None,
+                "hole": hole,
                 "source": src,
                 "sha256": sha256_file(out / "images" / file),
             }
@@ -304,6 +340,7 @@ def create_study(
         gt = read_image(gt_path)
         mask = read_mask(mask_path, gt.shape[:2])
         box = crop_box(mask, crop_size) if display == "crop" else None
+        hole = display_hole(mask, box, fit_size(gt.shape[0], gt.shape[1], max_side))
         keys: list[str] = []
         for m in methods:
             if (m, image) not in outputs:
@@ -318,17 +355,18 @@ def create_study(
             src = str(outputs[(m, image)].relative_to(run.resolve()))
             keys.append(
                 add_item(m, image, "method", prepare_display(pix, display, box, max_side), box,
-                         gt.shape, src)
+                         gt.shape, src, hole)
             )
         pairs.extend({"a": a, "b": b, "kind": "compare"} for a, b in itertools.combinations(keys, 2))
         if validation:
             fill = rng.choice(BROKEN_FILLS)
             gt_rel = str(gt_path.relative_to(run.resolve()))
             gt_key = add_item(GT_METHOD, image, "reference",
-                              prepare_display(gt, display, box, max_side), box, gt.shape, gt_rel)
+                              prepare_display(gt, display, box, max_side), box, gt.shape, gt_rel,
+                              hole)
             bad_key = add_item(f"broken_{fill}", image, "broken",
                                prepare_display(broken_fill(gt, mask, fill), display, box, max_side),
-                               box, gt.shape, f"{gt_rel} ({fill} fill)")
+                               box, gt.shape, f"{gt_rel} ({fill} fill)", hole)
             pairs.append({"a": gt_key, "b": bad_key, "kind": "validation", "correct": gt_key})
     if not any(p["kind"] == "compare" for p in pairs):
         raise UserError(f"{run}: no image has outputs of two chosen methods; nothing to compare")
@@ -347,6 +385,10 @@ def create_study(
         "crop_size": crop_size,
         "seed": seed,
         "completion_url": completion_url,
+        "practice": practice,
+        "validation_tolerance": validation_tolerance,
+        "allow_phone": allow_phone,
+        "min_viewport": list(min_viewport),
     }
     digest = hashlib.sha256(
         json.dumps({"config": {k: v for k, v in config.items() if k != "run"}, "question": question,
@@ -410,7 +452,13 @@ def load_study(folder: str | Path) -> StudySpec:
             items=items,
             pairs=pairs,
             raw=doc,
+            practice=bool(cfg.get("practice", True)),
+            validation_tolerance=int(cfg.get("validation_tolerance", 0)),
+            allow_phone=bool(cfg.get("allow_phone", False)),
+            min_viewport=tuple(int(v) for v in cfg.get("min_viewport", MIN_VIEWPORT)),
         )
+        if len(spec.min_viewport) != 2:
+            raise ValueError("min_viewport must be [width, height]")
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: malformed ({type(exc).__name__}: {exc}); recreate the study") from None
     return spec

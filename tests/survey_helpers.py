@@ -111,7 +111,9 @@ class ServerProcess:
                "--workers", str(self.workers), *(("--db", self.db_url) if self.db_url else ()),
                *self.extra]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=repo)
+        # Own process group: kill() takes the workers down with the server (see kill).
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=repo,
+                                     start_new_session=True)
         if self.log_path:
             log.close()
         deadline = time.monotonic() + timeout
@@ -130,10 +132,16 @@ class ServerProcess:
         raise RuntimeError(f"server did not answer on port {self.port} in {timeout} s")
 
     def kill(self) -> None:
-        """SIGKILL: no cleanup, no flush; what a crash or an OOM kill does."""
+        """SIGKILL to the server and its worker processes at once: no cleanup, no flush;
+        what a crash, an OOM kill of the service or a power-off of the web host does."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes (``--workers`` > 1; Linux /proc)."""
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in path.read_text().split()]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -150,7 +158,7 @@ class ServerProcess:
 
 _CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 _TRIAL_RE = re.compile(r'name="trial" value="([0-9]+)"')
-_PROGRESS_RE = re.compile(r'id="progress">([0-9]+) of ([0-9]+)<')
+_PROGRESS_RE = re.compile(r'id="progress">(?:([0-9]+) of ([0-9]+)|Practice)<')
 _CODE_RE = re.compile(r'id="completion-code">([^<]+)<')
 
 
@@ -204,13 +212,15 @@ class Participant:
         self.csrf = _CSRF_RE.search(body).group(1)
         form = {"csrf_token": self.csrf, "consent": "yes"}
         if self.external_id:
-            form["external_id"] = self.external_id
+            form["pid"] = self.external_id
         status, _, _ = self.request("POST", "/start", form)
         if status != 303:
             raise RuntimeError(f"POST /start -> {status}")
 
-    def current(self) -> tuple[int, int] | None:
-        """(trial index, number of trials) of the current trial, or None when done."""
+    def current(self) -> tuple[int, int | None] | None:
+        """(trial index, number of scored trials) of the current trial, or None when done.
+
+        The number is None on the practice trial (its page says "Practice")."""
         status, hdrs, body = self.request("GET", "/trial")
         if status in (302, 303) and hdrs.get("location", "").endswith("/done"):
             return None
@@ -218,7 +228,8 @@ class Participant:
             raise RuntimeError(f"GET /trial -> {status}")
         self.csrf = _CSRF_RE.search(body).group(1)
         progress = _PROGRESS_RE.search(body)
-        return int(_TRIAL_RE.search(body).group(1)), int(progress.group(2))
+        n = progress.group(2)
+        return int(_TRIAL_RE.search(body).group(1)), None if n is None else int(n)
 
     def answer(self, index: int, choice: str, **extra: str) -> int:
         """POST one answer; returns the status (303 = stored and acknowledged)."""
@@ -232,3 +243,19 @@ class Participant:
         if status != 200 or not m:
             raise RuntimeError(f"GET /done -> {status}")
         return m.group(1)
+
+
+def item_ids(client, html: str) -> tuple[str, str]:
+    """(left, right) item ids on a trial page served by a Flask test ``client``.
+
+    The page shows opaque image tokens; a test reads them with the server's key and the
+    participant id from the client's session (as the server does), never from the page.
+    """
+    from survey_app.images import read_token
+
+    key = client.application.extensions["survey"].token_key
+    with client.session_transaction() as sess:
+        pid = sess["p"]
+    tokens = re.findall(r'<image href="/i/([A-Za-z0-9_\-]+)"', html)
+    left, right = (str(read_token(key, pid, t)[2]) for t in tokens)
+    return left, right

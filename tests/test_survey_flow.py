@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 import pytest
-from survey_helpers import make_fake_run
+from survey_helpers import item_ids, make_fake_run
 
 from bench.cli import main as cli_main
 from bench.errors import UserError
@@ -48,24 +48,24 @@ def _start(client, pid: str | None = None) -> str:
     token = _csrf(page.text)
     form = {"csrf_token": token, "consent": "yes"}
     if pid:
-        form["external_id"] = pid
+        form["pid"] = pid
     r = client.post("/start", data=form)
     assert r.status_code == 303 and r.headers["Location"].endswith("/trial")
     return token
 
 
 def _current(client) -> tuple[int, int, str, str] | None:
-    """(index, n, left item id, right item id) of the current trial page, None when done."""
+    """(index, scored trials, left item id, right item id) of the current trial page, None
+    when done. Item ids are read from the opaque image tokens with the server's key."""
     r = client.get("/trial")
     if r.status_code == 302:
         assert r.headers["Location"].endswith("/done")
         return None
     assert r.status_code == 200
     idx = int(re.search(r'name="trial" value="(\d+)"', r.text).group(1))
-    shown, n = re.search(r'id="progress">(\d+) of (\d+)<', r.text).groups()
-    assert int(shown) == idx + 1
-    left, right = re.findall(r'<image href="/image/(\d+)"', r.text)
-    return idx, int(n), left, right
+    n = int(re.search(r'of (\d+)</p>', r.text).group(1))
+    left, right = item_ids(client, r.text)
+    return idx, n, left, right
 
 
 def _item_kinds(app) -> dict[str, str]:
@@ -86,7 +86,7 @@ def _answer_all(app, client, token: str, honest: bool) -> list[int]:
         r = client.post("/trial", data={"csrf_token": token, "trial": idx, "choice": choice,
                                         "rt_ms": 1234, "vw": 1280, "vh": 720})
         assert r.status_code == 303
-        assert len(seen) <= n
+        assert len(seen) <= n + 1  # the practice trial comes on top
     return seen
 
 
@@ -94,7 +94,7 @@ def test_full_session_honest_participant(app):
     client = app.test_client()
     token = _start(client, pid="worker_1")
     seen = _answer_all(app, client, token, honest=True)
-    assert seen == list(range(8))
+    assert seen == list(range(9))  # practice + 8 scored
     done = client.get("/done")
     assert done.status_code == 200
     code = re.search(r'id="completion-code">([^<]+)<', done.text).group(1)
@@ -102,8 +102,9 @@ def test_full_session_honest_participant(app):
     assert f"https://example.org/done?c={code}" in done.text
     df = export_votes(app.extensions["survey"].db, study_uid=app.extensions["survey"].spec.uid)
     assert list(df.columns) == COLUMNS
-    assert len(df) == 8 and df["trial"].tolist() == list(range(8))
-    assert not df["excluded"].any()
+    assert len(df) == 8 and df["trial"].tolist() == list(range(1, 9))  # practice left out
+    assert not df["excluded"].any() and (df["outcome"] == "completed").all()
+    assert (df["completion_code"] == code).all()
     assert df["is_validation"].sum() == 2 and df.loc[df["is_validation"], "correct"].all()
     assert (df["kind"] == "repeat").sum() == 1
     rep = df[df["kind"] == "repeat"].iloc[0]
@@ -121,11 +122,14 @@ def test_failed_validation_excludes_but_keeps_votes(app):
     client = app.test_client()
     token = _start(client)
     seen = _answer_all(app, client, token, honest=False)
-    assert len(seen) == 8
-    assert client.get("/done").status_code == 200  # still gets a completion code
+    assert len(seen) == 9
+    done = client.get("/done")
+    assert done.status_code == 200  # still gets a code: the one for failed screening
     df = export_votes(app.extensions["survey"].db)
     assert len(df) == 8 and df["excluded"].all()
     assert df["exclusion_reason"].str.startswith("failed validation").all()
+    assert (df["outcome"] == "failed_screening").all()
+    assert df["completion_code"].iloc[0] in done.text
     assert (~df.loc[df["is_validation"], "correct"]).all()
 
 
@@ -140,8 +144,8 @@ def test_resubmission_is_idempotent_and_other_trials_are_refused(app):
     assert client.post("/trial", data=form | {"choice": "left"}).status_code == 409
     assert client.post("/trial", data=form | {"trial": 5}).status_code == 409  # future trial
     assert client.post("/trial", data=form | {"trial": 999}).status_code == 409
-    df = export_votes(app.extensions["survey"].db)
-    assert len(df) == 1 and df["choice"].iloc[0] == "right"
+    df = export_votes(app.extensions["survey"].db, include_practice=True)
+    assert len(df) == 1 and df["choice"].iloc[0] == "right" and df["kind"].iloc[0] == "practice"
     assert df["rt_ms_client"].isna().all() and df["viewport"].isna().all()  # no-JS answer
     assert df["rt_ms"].notna().all()  # falls back to the server-side measurement
 
@@ -157,6 +161,12 @@ def test_bad_input_is_400_not_500(app):
         {"trial": "0", "choice": "left", "rt_ms": "fast"},
         {"trial": "0", "choice": "left", "vw": "0"},
         {"trial": "1" * 40, "choice": "left"},
+        {"trial": "0", "choice": "left", "dpr": "abc"},
+        {"trial": "0", "choice": "left", "dpr": "20"},
+        {"trial": "0", "choice": "left", "mode": "zoomy"},
+        {"trial": "0", "choice": "left", "zoom": "100"},
+        {"trial": "0", "choice": "left", "flips": "-1"},
+        {"trial": "0", "choice": "left", "hidden_ms": "1e9"},
     ):
         r = client.post("/trial", data={"csrf_token": token, **form})
         assert r.status_code == 400, form
@@ -185,15 +195,17 @@ def test_no_session_redirects_and_rejects(app):
     assert r.status_code == 400
 
 
-def test_external_id_resumes_the_same_schedule(app):
-    a = app.test_client()
-    token = _start(a, pid="prolific_42")
-    idx, *_ = _current(a)
-    assert a.post("/trial", data={"csrf_token": token, "trial": idx,
-                                  "choice": "left"}).status_code == 303
-    b = app.test_client()  # the same person in another browser
-    _start(b, pid="prolific_42")
-    assert _current(b)[0] == 1
+def test_view_fields_are_stored_on_the_vote(app):
+    client = app.test_client()
+    token = _start(client)
+    r = client.post("/trial", data={"csrf_token": token, "trial": 0, "choice": "left",
+                                    "dpr": "2.5", "mode": "flicker", "zoom": "4",
+                                    "flips": "7", "hidden_ms": "1500"})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/practice")
+    df = export_votes(app.extensions["survey"].db, include_practice=True)
+    row = df.iloc[0]
+    assert (row["dpr"], row["display_mode"], row["zoom_max"]) == (2.5, "flicker", 4.0)
+    assert (row["flicker_toggles"], row["hidden_ms"]) == (7, 1500)
 
 
 def test_admin_requires_token(app):
@@ -241,13 +253,13 @@ def test_security_headers_and_cookie_flags(app):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
-def test_images_by_id_only(app):
+def test_no_image_by_id_or_path(app):
     client = app.test_client()
+    _start(client)
     item_id = next(iter(app.extensions["survey"].items))
-    r = client.get(f"/image/{item_id}")
-    assert r.status_code == 200 and r.mimetype == "image/png" and r.data[:4] == b"\x89PNG"
-    for path in ("/image/999999", "/image/-1", "/image/0000.png", "/image/../study.json",
-                 "/images/0000.png", "/static/../study.json", "/static/%2e%2e/study.json"):
+    for path in (f"/image/{item_id}", "/image/999999", "/image/0000.png", "/i/0000.png",
+                 "/i/../study.json", "/images/0000.png", "/static/../study.json",
+                 "/static/%2e%2e/study.json", "/i/" + "A" * 34):
         assert client.get(path).status_code == 404, path
 
 
