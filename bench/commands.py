@@ -52,7 +52,8 @@ def cmd_prepare(args) -> int:
     spec = PrepareSpec(tuple(args.resolutions), args.resize, args.mask, args.hole_fraction)
     rep = prepare(Path(args.images), Path(args.out), spec)
     for s in rep.skipped:
-        print(f"skipped {s['image']} at {s['resolution']}: {s['reason']}", file=sys.stderr)
+        where = f" at {s['resolution']}" if s["resolution"] else ""  # None: unreadable photo
+        print(f"skipped {s['image']}{where}: {s['reason']}", file=sys.stderr)
     counts = rep.manifest.groupby("resolution").size().to_dict()
     print(
         f"prepared {len(rep.manifest)} items in {args.out}: "
@@ -62,6 +63,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .io import display_path
     from .runner import RunConfig, run
 
     cfg = RunConfig.from_toml(args.config) if args.config else RunConfig()
@@ -74,6 +76,9 @@ def cmd_run(args) -> int:
         "mask": args.mask,
         "hole_fraction": args.hole_fraction,
         "metric_size": args.metric_size,
+        "metrics": args.metrics,
+        "metric_region": args.metric_region,
+        "display": args.display,
         "jobs": args.jobs,
         "device": args.device,
         "weights_dir": args.weights_dir,
@@ -87,25 +92,23 @@ def cmd_run(args) -> int:
         cfg.lpips = False
     if args.no_outputs:
         cfg.save_outputs = False
-    summary = run(cfg.checked(), progress=not args.quiet)
-    from .io import write_text
-    from .report import table
-
-    if summary.n_ok + summary.n_reused:
-        text = table(summary.run_dir, "md")
-        write_text(summary.run_dir / "table.md", text)
-        print(text)
+    if args.no_plots:
+        cfg.plots = False
+    summary = run(cfg.checked(), progress=not args.quiet, redo=not args.no_redo)
+    if summary.table_md:
+        print(summary.table_md.read_text(encoding="utf-8"))
     print(
-        f"run folder: {summary.run_dir}  ({summary.n_ok} items done, {summary.n_reused} reused, "
-        f"{summary.n_failed} failed, {summary.wall_s:.1f} s)",
+        f"run folder: {display_path(summary.run_dir)}  ({summary.counts_line()}; {summary.wall_s:.1f} s)",
         file=sys.stderr,
     )
     for name, reason in summary.skipped_methods.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
+    for s in summary.unreadable_images:
+        print(f"skipped image {s['image']}: {s['reason']}", file=sys.stderr)
     if summary.n_failed:
         print(
-            f"hrbench: {summary.n_failed} items failed; see {summary.run_dir}/items.csv and logs/; "
-            "rerun the same command to retry them",
+            f"hrbench: {summary.n_failed} items failed; see {display_path(summary.run_dir / 'items.csv')} "
+            "and logs/; rerun the same command to retry them",
             file=sys.stderr,
         )
         return 1
@@ -164,12 +167,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default results/sample-run); rerunning resumes it")
     _add_protocol_args(p, defaults=False)
     p.add_argument("--metric-size", type=int, help="downsample (nearest) to M×M before scoring")
+    add_list_option(
+        p,
+        "--metrics",
+        metavar="METRIC",
+        help="metrics to compute: l1 psnr ssim hole_l1 hole_psnr lpips cvvdp flip "
+        "(default: all that can run here)",
+    )
+    p.add_argument(
+        "--metric-region",
+        choices=["full", "hole"],
+        help="pixels lpips/cvvdp/flip see: the whole image, or a crop around the hole "
+        "(bounding box + 1/4 of its side each way; default hole)",
+    )
+    p.add_argument(
+        "--display",
+        metavar="NAME|WxH,DIAGin,DISTm",
+        help="display model of cvvdp and flip: a cvvdp name or e.g. 2560x1440,27in,0.7m,250cd "
+        "(default standard_fhd: 24-inch 1920x1080 at 0.6 m)",
+    )
     p.add_argument("--jobs", type=int, help="worker processes (default 0 = one per CPU core, at most 4)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="for neural methods (default auto)")
     p.add_argument("--weights-dir", help="folder with checkpoints (see `hrbench weights`)")
     p.add_argument("--seed", type=int, help="seed for randomised methods (default 0)")
     p.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS even if available")
     p.add_argument("--no-outputs", action="store_true", help="do not save output images")
+    p.add_argument("--no-plots", action="store_true", help="do not write plots/ at the end")
+    p.add_argument(
+        "--no-redo",
+        action="store_true",
+        help="stop (exit 2) instead of redoing items the folder holds with other settings",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 

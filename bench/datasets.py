@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -45,19 +46,25 @@ log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["image", "resolution", "gt", "mask", "gt_sha256", "mask_sha256"]
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+# Where a wheel carries the repository folder datasets/sample (copied there by setup.py).
+SAMPLE_RESOURCE = "sample_data"
 
 
 def sample_dir() -> Path:
-    """The embedded sample set (six CC-BY / CC-BY-SA photos, see its LICENSES.md)."""
-    path = repo_root() / "datasets" / "sample"
-    if not path.is_dir():
-        raise UserError(
-            f"{path}: embedded sample set not found; install hrbench from a source checkout "
-            "(pip install -e .) or pass --images DIR"
-        )
-    return path
+    """The embedded sample set (six CC-BY / CC-BY-SA photos, see its LICENSES.md).
+
+    Installed from a wheel: inside the package (``bench/sample_data``); in a source checkout
+    (editable install): the repository folder ``datasets/sample``.
+    """
+    installed = Path(str(resources.files("bench") / SAMPLE_RESOURCE))
+    checkout = Path(__file__).resolve().parent.parent / "datasets" / "sample"
+    for path in (installed, checkout):
+        if path.is_dir():
+            return path
+    raise UserError(
+        "the embedded sample set is missing from this installation; reinstall hrbench "
+        "(its wheel carries the photos) or pass --images DIR"
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,13 @@ def _user_mask(mask_dir: Path, stem: str, n: int, photo_shape: tuple[int, int]):
     return m
 
 
+def _source_sha256(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as exc:  # unreadable: prepare() skips and reports it
+        return f"unreadable ({exc.strerror})"
+
+
 def _same_spec(out: Path, spec: PrepareSpec, sources: dict[str, str]) -> bool:
     info = out / "prepare.json"
     if not info.exists() or not (out / "manifest.csv").exists():
@@ -133,7 +147,7 @@ def prepare(
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise UserError(f"{files[0].parent}: several files share the name {dupes[0]!r}; rename them")
-    sources = {f.stem: sha256_file(f) for f in files}
+    sources = {f.stem: _source_sha256(f) for f in files}
     if _same_spec(out, spec, sources):
         manifest = pd.read_csv(out / "manifest.csv")
         old = json.loads((out / "prepare.json").read_text())
@@ -144,7 +158,12 @@ def prepare(
     mask_dir = None if spec.mask == "centre" else Path(spec.mask)
     bar = tqdm(files, desc="prepare", unit="img", disable=not progress, leave=False)
     for path in bar:
-        photo = read_image(path)
+        try:
+            photo = read_image(path)
+        except UserError as exc:  # one bad photo must not stop the others: skip and report it
+            skipped.append({"image": path.stem, "resolution": None, "reason": str(exc)})
+            log.warning("skip %s: %s", path.name, exc)
+            continue
         square = centre_square(photo)
         side = square.shape[0]
         for n in spec.resolutions:

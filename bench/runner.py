@@ -1,66 +1,45 @@
-"""The benchmark runner: method × resolution × image, resumable, parallel, recorded.
+"""The benchmark runner: plan -> execute -> record, resumable and parallel.
 
-Layout of a run folder ``RUN``:
+1. **Plan** (this process): prepare the ground truths and masks, compute every item's
+   settings and fingerprint (``bench.records``) and compare them with the item's existing
+   record: reuse it when the fingerprint matches, redo it (saying which setting differed)
+   when not, or stop with ``redo=False``.
+2. **Execute**: an executor (``bench.executors``: inline, local processes, or a cluster) runs
+   :func:`run_task` for each item to do; a worker writes the output image and returns the
+   numbers.
+3. **Record** (this process only): each result becomes an atomic item record as it arrives,
+   so a run killed at any moment (even ``kill -9``) resumes without redoing finished work;
+   at the end the CSVs, run.json, table.md and plots/ are regenerated from the records.
 
-- ``data/``            prepared ground truths and masks + ``manifest.csv`` (see datasets.py)
-- ``outputs/<method>/<N>/<image>.png``  each method's result (known region pasted back)
-- ``records/<method>/<N>/<image>.json`` one record per finished item, written atomically
-  (rename); the single source of truth. A rerun skips items whose record says ``ok``, so a
-  run killed at any moment (even ``kill -9``) resumes without redoing finished work, and no
-  CSV row can be torn or duplicated because the CSVs are regenerated from the records.
-- ``items.csv``        method, resolution, image, status, output, runtime_s, peak_rss_mb, …
-- ``metrics.csv``      tidy: method, resolution, image, metric, value
-- ``methods/<method>.json`` metadata each method reported (weights, sha256, conventions)
-- ``logs/``            full tracebacks of failed items
-- ``run.json``         config, versions, device, seeds, method metadata, metric conventions
-
-``runtime_s`` covers only the method call (the shared wrapper included), not file I/O or
-scoring; ``peak_rss_mb`` is the worker's peak resident memory while the item ran.
+The run folder's layout is documented in ``bench.records``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
-import json
 import logging
-import multiprocessing as mp
 import os
 import platform
-import re
 import sys
 import time
 import traceback
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-import pandas as pd
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, records
 from .datasets import PrepareSpec, prepare, sample_dir
 from .errors import MethodUnavailable, UserError
-from .io import read_image, read_mask, write_image, write_json, write_text
+from .executors import Executor, TaskFailed, local_executor
+from .io import display_path, read_image, read_mask, write_image, write_text
 from .memory import PeakRSS
-from .methods import MethodContext, create, default_methods, unavailable_reason
+from .methods import MethodContext, create, default_methods, identity, unavailable_reason
 from .protocol import DEFAULT_HOLE_FRACTION, PROTOCOL_RESOLUTIONS
 
 log = logging.getLogger(__name__)
-
-ITEM_COLUMNS = [
-    "method",
-    "resolution",
-    "image",
-    "status",
-    "output",
-    "runtime_s",
-    "peak_rss_mb",
-    "gpu_peak_mb",
-    "changed_known",
-    "error",
-]
-METRIC_COLUMNS = ["method", "resolution", "image", "metric", "value"]
 
 
 @dataclass
@@ -80,7 +59,11 @@ class RunConfig:
     weights_dir: str | None = None
     seed: int = 0
     lpips: bool = True  # compute LPIPS when its weights are available locally
+    metrics: list[str] = field(default_factory=list)  # empty = the default set (bench.metrics)
+    metric_region: str = "hole"  # pixels the perceptual metrics see: full | hole (crop)
+    display: str = "standard_fhd"  # display model of cvvdp and flip (bench.metrics.display)
     save_outputs: bool = True
+    plots: bool = True  # write plots/ at the end of the run
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> RunConfig:
@@ -122,12 +105,13 @@ class RunConfig:
             raise UserError(f"{where}: device must be auto, cpu or cuda, got {self.device!r}")
         if self.metric_size is not None and self.metric_size < 16:
             raise UserError(f"{where}: metric_size must be at least 16 px, got {self.metric_size}")
+        if isinstance(self.metrics, str):
+            self.metrics = [self.metrics]
+        from .metrics import check_region, parse_display
+
+        check_region(self.metric_region)
+        parse_display(self.display)
         return self
-
-
-def method_slug(name: str) -> str:
-    """A file-name-safe form of a method name (``dfnet@512`` -> ``dfnet@512``, ``a:b/c`` -> ``a_b_c``)."""
-    return re.sub(r"[^A-Za-z0-9@._+-]+", "_", name)
 
 
 def resolve_device(device: str) -> str:
@@ -147,7 +131,8 @@ def resolve_device(device: str) -> str:
 
 def _versions() -> dict:
     out = {"python": sys.version.split()[0], "hrbench": __version__, "platform": platform.platform()}
-    for dist in ("numpy", "scipy", "scikit-image", "opencv-python-headless", "torch", "pillow", "lpips"):
+    dists = ("numpy", "scipy", "scikit-image", "opencv-python-headless", "torch", "pillow", "lpips")
+    for dist in (*dists, "cvvdp", "flip-evaluator"):
         try:
             out[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:
@@ -156,89 +141,72 @@ def _versions() -> dict:
 
 
 # -- worker side --------------------------------------------------------------------------
+@dataclass
+class Task:
+    """One item: picklable, self-contained (absolute paths), run by :func:`run_task`."""
+
+    method: str
+    method_key: str  # fingerprint of the method's identity: workers cache instances by it
+    resolution: int
+    image: str
+    gt: str  # absolute paths
+    mask: str
+    output: str | None  # absolute path of the output image, None = do not save
+    context: MethodContext
+    metric_names: tuple[str, ...]
+    metric_region: str
+    display: str
+    metric_size: int | None
+
+
 _INSTANCES: dict[str, object] = {}
 
 
-def _worker_init(threads: int) -> None:
-    # Several workers on a small machine: keep each to its share of the cores.
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    try:
-        import cv2
-
-        cv2.setNumThreads(threads)
-    except ImportError:
-        pass
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-
-
-def _method(name: str, context: MethodContext, run_dir: Path):
-    inst = _INSTANCES.get(name)
+def _method(task: Task):
+    inst = _INSTANCES.get(task.method_key)
     if inst is None:
-        inst = create(name, context)
-        _INSTANCES[name] = inst
-        write_json(run_dir / "methods" / f"{method_slug(name)}.json", inst.metadata())
+        inst = create(task.method, task.context)
+        _INSTANCES[task.method_key] = inst
     return inst
 
 
 @functools.cache
-def _lpips_metric(device: str):
-    # Built once per worker; the driver only asks for LPIPS when its weights are present.
-    from . import metrics
-
-    return metrics.LPIPSMetric(device=device)
+def _metadata(method_key: str) -> dict:
+    return _INSTANCES[method_key].metadata()
 
 
-@dataclass
-class Task:
-    method: str
-    resolution: int
-    image: str
-    gt: str
-    mask: str
-    run_dir: str
-    context: MethodContext
-    metric_size: int | None
-    use_lpips: bool
-    save_output: bool
-
-    @property
-    def record_path(self) -> Path:
-        return (
-            Path(self.run_dir)
-            / "records"
-            / method_slug(self.method)
-            / str(self.resolution)
-            / f"{self.image}.json"
-        )
-
-    @property
-    def output_rel(self) -> str:
-        return f"outputs/{method_slug(self.method)}/{self.resolution}/{self.image}.png"
+def close_methods() -> None:
+    """Free the methods this process loaded (inline runs; pool workers just exit)."""
+    for inst in _INSTANCES.values():
+        inst.close()
+    _INSTANCES.clear()
+    _metadata.cache_clear()
 
 
 def run_task(task: Task) -> dict:
-    """Run one item in this process; write its output and record; return the record."""
+    """Run one item in this process: write its output image, return its numbers.
+
+    Never raises for a failing item: the result says ``status: failed`` with the error and
+    traceback, so one bad item cannot stop a run.
+    """
     from . import metrics
 
-    run_dir = Path(task.run_dir)
-    rec = {
-        "method": task.method,
-        "resolution": task.resolution,
-        "image": task.image,
+    res = {
         "status": "ok",
-        "output": "",
         "runtime_s": None,
         "peak_rss_mb": None,
         "gpu_peak_mb": None,
         "changed_known": None,
-        "error": "",
         "metrics": {},
+        "error": "",
+        "traceback": "",
+        "method_meta": None,
     }
     try:
-        gt = read_image(run_dir / "data" / task.gt)
-        mask = read_mask(run_dir / "data" / task.mask, gt.shape[:2])
-        inst = _method(task.method, task.context, run_dir)
+        gt = read_image(task.gt)
+        mask = read_mask(task.mask, gt.shape[:2])
+        inst = _method(task)
+        res["method_meta"] = _metadata(task.method_key)
         inst.set_item(task.image, task.resolution)
         gpu = task.context.device == "cuda" and getattr(inst, "uses_gpu", False)
         if gpu:
@@ -247,110 +215,129 @@ def run_task(task: Task) -> dict:
             torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as mem:
             t0 = time.perf_counter()
-            res = inst.run(gt, mask)
+            out = inst.run(gt, mask)
             if gpu:
                 torch.cuda.synchronize()
-            rec["runtime_s"] = round(time.perf_counter() - t0, 4)
-        rec["peak_rss_mb"] = round(mem.peak_mb, 1)
+            res["runtime_s"] = round(time.perf_counter() - t0, 4)
+        res["peak_rss_mb"] = round(mem.peak_mb, 1)
         if gpu:
-            rec["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        rec["changed_known"] = res.changed_known
-        if task.save_output:
-            write_image(run_dir / task.output_rel, res.image)
-            rec["output"] = task.output_rel
-        lp = _lpips_metric(task.context.device) if task.use_lpips else None
-        rec["metrics"] = metrics.compute_metrics(res.image, gt, mask, metric_size=task.metric_size, lpips=lp)
-    except Exception as exc:  # one failing item must not stop the run: record it
-        rec["status"] = "failed"
-        rec["error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
-        log_path = run_dir / "logs" / f"{method_slug(task.method)}_{task.resolution}_{task.image}.txt"
-        write_text(log_path, traceback.format_exc())
-    write_json(task.record_path, rec)
-    return rec
+            res["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        res["changed_known"] = out.changed_known
+        if task.output:
+            write_image(task.output, out.image)
+        # Metric objects (LPIPS, cvvdp) are built on first use and kept: once per worker.
+        res["metrics"] = metrics.compute_metrics(
+            out.image,
+            gt,
+            mask,
+            task.metric_names,
+            region=task.metric_region,
+            metric_size=task.metric_size,
+            display=task.display,
+            device=task.context.device,
+        )
+    except Exception as exc:
+        res["status"] = "failed"
+        res["error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+        res["traceback"] = traceback.format_exc()
+    return res
 
 
-# -- driver side --------------------------------------------------------------------------
+# -- client side: plan ----------------------------------------------------------------------
+@dataclass
+class PlannedItem:
+    task: Task
+    settings: dict
+    fingerprint: str
+    action: str  # "new", "redo" or "reuse"
+    why: str | None  # for "redo": the first setting that differed
+
+
 @dataclass
 class RunSummary:
     run_dir: Path
-    n_ok: int
-    n_failed: int
+    n_done: int  # computed now, no earlier record
     n_reused: int
+    n_redone: int  # computed again: the earlier record's settings differed, or it failed
+    n_failed: int  # of those computed now
+    redo_reasons: dict[str, int]  # why -> number of items
     skipped_methods: dict[str, str]
+    unreadable_images: list[dict]  # image, reason: photos that could not be read, skipped
     wall_s: float
+    table_md: Path | None = None  # written when some item has numbers
+    plots: list[Path] = field(default_factory=list)
+
+    def counts_line(self) -> str:
+        """ "n done, n reused, n redone (why)" — the run's one-line account."""
+        why = "; ".join(
+            f"{n} × {r}" if len(self.redo_reasons) > 1 else r for r, n in self.redo_reasons.items()
+        )
+        line = f"{self.n_done} done, {self.n_reused} reused, {self.n_redone} redone"
+        line += f" ({why})" if why else ""
+        return line + (f", {self.n_failed} failed" if self.n_failed else "")
 
 
-def load_records(run_dir: Path) -> list[dict]:
-    recs = []
-    for p in sorted((Path(run_dir) / "records").glob("*/*/*.json")):
-        try:
-            recs.append(json.loads(p.read_text()))
-        except json.JSONDecodeError:  # cannot happen with atomic writes; be safe anyway
-            log.warning("ignoring unreadable record %s", p)
-    return recs
-
-
-def write_tables(run_dir: Path, records: list[dict]) -> None:
-    """Regenerate items.csv and metrics.csv from the records (atomic writes)."""
-    items = pd.DataFrame([{k: r.get(k) for k in ITEM_COLUMNS} for r in records], columns=ITEM_COLUMNS)
-    rows = [
-        {"method": r["method"], "resolution": r["resolution"], "image": r["image"], "metric": k, "value": v}
-        for r in records
-        if r["status"] == "ok"
-        for k, v in r["metrics"].items()
-    ]
-    metrics_df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    items = items.sort_values(["method", "resolution", "image"], kind="stable")
-    metrics_df = metrics_df.sort_values(["method", "resolution", "image"], kind="stable")
-    write_text(run_dir / "items.csv", items.to_csv(index=False))
-    write_text(run_dir / "metrics.csv", metrics_df.to_csv(index=False, float_format="%.6g"))
-
-
-def _write_run_json(
-    run_dir: Path, cfg: RunConfig, device: str, skipped: dict, prep, lpips_note: str, wall_s: float | None
-):
+def _metric_settings(cfg: RunConfig, names: tuple[str, ...]) -> dict:
+    """The metric set and its conventions (from the metric registry): one place for both."""
     from . import metrics
 
-    meta = {}
-    for p in sorted((run_dir / "methods").glob("*.json")):
-        m = json.loads(p.read_text())
-        meta[m.get("name", p.stem)] = m
-    write_json(
-        run_dir / "run.json",
-        {
-            "hrbench_version": __version__,
-            "config": asdict(cfg),
-            "device": device,
-            "seed": cfg.seed,
-            "versions": _versions(),
-            "cpu_count": os.cpu_count(),
-            "metric_conventions": metrics.METRIC_CONVENTIONS,
-            "metric_size": cfg.metric_size,
-            "lpips": lpips_note,
-            "methods": meta,
-            "method_order": [m for m in cfg.methods if m not in skipped],
-            "skipped_methods": skipped,
-            "skipped_images": prep.skipped,
-            "wall_s": wall_s,
-        },
-    )
+    return {
+        "names": list(names),
+        "conventions": metrics.metric_conventions(names, cfg.metric_region, cfg.display, cfg.metric_size),
+    }
 
 
-def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
-    """Run the benchmark described by ``cfg``; resume whatever an earlier run left."""
+def _protocol_settings(cfg: RunConfig) -> dict:
+    centre = cfg.mask == "centre"
+    out = {"resize": cfg.resize, "mask": "centre" if centre else "files"}
+    if centre:  # with mask files, the mask's sha256 (per item) is the whole story
+        out["hole_fraction"] = cfg.hole_fraction
+    out.update(seed=cfg.seed, metric_size=cfg.metric_size)
+    return out
+
+
+def _stale_before_prepare(run_dir: Path, settings: dict, planned: list[tuple[str, int]]) -> str | None:
+    """With ``redo=False``: the first setting (protocol, metrics, method) that differs from an
+    existing record of a planned method x resolution, checked before ``prepare`` rewrites data/.
+    """
+    for method, n in planned:
+        folder = records.record_path(run_dir, method, n, "x").parent
+        for path in sorted(folder.glob("*.json")):
+            rec = records.read_record(path)
+            if rec is None or not isinstance(rec.get("settings"), dict):
+                continue
+            old = {k: v for k, v in rec["settings"].items() if k != "inputs"}
+            new = records.item_settings(settings, method, n, "", "")
+            new.pop("inputs")
+            why = records.difference(old, new)
+            if why:
+                return f"{method} at {n} px: {why}"
+    return None
+
+
+def run(
+    cfg: RunConfig, progress: bool = True, redo: bool = True, executor: Executor | None = None
+) -> RunSummary:
+    """Run the benchmark described by ``cfg``; reuse what an earlier run left when it is valid.
+
+    ``redo=False``: stop with a ``UserError`` naming the first differing setting instead of
+    redoing items computed with other settings. ``executor``: where the items run (default:
+    ``cfg.jobs`` local processes). Ctrl-C stops within seconds; finished items are kept.
+    """
+    from . import metrics
+
     cfg.checked()
     t_start = time.perf_counter()
     run_dir = Path(cfg.out)
     images = Path(cfg.images) if cfg.images else sample_dir()
     if not cfg.methods:
         cfg.methods = default_methods()
+    if cfg.weights_dir and not Path(cfg.weights_dir).is_dir():
+        raise UserError(f"--weights-dir {cfg.weights_dir}: folder not found")
     device = resolve_device(cfg.device)
-    jobs = cfg.jobs or min(os.cpu_count() or 1, 4)
     context = MethodContext(
         device=device, weights_dir=Path(cfg.weights_dir) if cfg.weights_dir else None, seed=cfg.seed
     )
-    if cfg.weights_dir and not Path(cfg.weights_dir).is_dir():
-        raise UserError(f"--weights-dir {cfg.weights_dir}: folder not found")
 
     skipped: dict[str, str] = {}
     for name in dict.fromkeys(cfg.methods):  # validates names before any work
@@ -364,79 +351,186 @@ def run(cfg: RunConfig, progress: bool = True) -> RunSummary:
     for name, reason in skipped.items():
         log.warning("skipping %s: %s", name, reason)
 
+    metric_names, metrics_left_out = metrics.resolve_metrics(cfg.metrics, cfg.lpips)
+    for reason in metrics_left_out.values():
+        log.info("%s", reason)
+    settings = {
+        "protocol": _protocol_settings(cfg),
+        "metrics": _metric_settings(cfg, metric_names),
+        "methods": {m: identity(m, context) for m in runnable},
+    }
+    if not redo:
+        planned = [(m, int(n)) for m in runnable for n in cfg.resolutions]
+        why = _stale_before_prepare(run_dir, settings, planned)
+        if why:
+            raise UserError(_no_redo_message(run_dir, why))
+
     spec = PrepareSpec(tuple(cfg.resolutions), cfg.resize, cfg.mask, cfg.hole_fraction)
     prep = prepare(images, run_dir / "data", spec, progress=progress)
+    unreadable = [s for s in prep.skipped if s.get("resolution") is None]
 
-    lpips_note = "LPIPS disabled by configuration"
-    if cfg.lpips:
-        from . import metrics
-
-        lpips_note = metrics.lpips_available() or "computed"
-        if lpips_note != "computed":
-            log.info("%s", lpips_note)
-    use_lpips = lpips_note == "computed"
-    _write_run_json(run_dir, cfg, device, skipped, prep, lpips_note, None)
-
-    tasks, reused = [], 0
-    manifest = prep.manifest.sort_values(["resolution", "image"])
-    for name in runnable:
-        for row in manifest.itertuples():
-            task = Task(
-                name,
-                int(row.resolution),
-                row.image,
-                row.gt,
-                row.mask,
-                str(run_dir),
-                context,
-                cfg.metric_size,
-                use_lpips,
-                cfg.save_outputs,
+    plan = _plan(run_dir, cfg, runnable, settings, prep.manifest, context, metric_names)
+    stale = [p for p in plan if p.action == "redo"]
+    if stale and not redo:
+        first = stale[0]
+        raise UserError(
+            _no_redo_message(
+                run_dir, f"{first.task.method} at {first.task.resolution} px, {first.task.image}: {first.why}"
             )
-            if task.record_path.exists():
-                try:
-                    done = json.loads(task.record_path.read_text()).get("status") == "ok"
-                except json.JSONDecodeError:
-                    done = False
-                if done:
-                    reused += 1
-                    continue
-            tasks.append(task)
-    if reused:
-        log.info("resuming: %d items already done, %d to run", reused, len(tasks))
+        )
+    todo = [p for p in plan if p.action != "reuse"]
+    n_reused = len(plan) - len(todo)
+    if n_reused:
+        log.info("resuming: %d items already done, %d to run", n_reused, len(todo))
 
-    n_ok = n_failed = 0
-    bar = tqdm(total=len(tasks), desc="run", unit="item", disable=not progress, dynamic_ncols=True)
+    info = {
+        "hrbench_version": __version__,
+        "config": asdict(cfg),
+        "device": device,
+        "seed": cfg.seed,
+        "versions": _versions(),
+        "cpu_count": os.cpu_count(),
+        "metrics": list(metric_names),
+        "metrics_left_out": metrics_left_out,
+        "metric_conventions": settings["metrics"]["conventions"],
+        "metric_size": cfg.metric_size,
+        "method_order": runnable,
+        "skipped_methods": skipped,
+        "skipped_images": prep.skipped,
+        "unreadable_images": unreadable,
+        "settings": settings,
+        "status": "running",
+    }
+    records.write_run_json(run_dir, {**info, "methods": records.read_method_meta(run_dir, runnable)})
+
+    counts = Counter()
+    reasons = Counter(p.why for p in stale)
+    by_item = {_item_key(p.task): p for p in todo}  # executors may hand back copies of tasks
+    executor = executor or make_executor(cfg, run_dir, device, len(todo))
+    bar = tqdm(total=len(todo), desc="run", unit="item", disable=not progress, dynamic_ncols=True)
+    status = "interrupted"
     try:
-        if jobs == 1 or len(tasks) <= 1:
-            for task in tasks:
+        with executor:
+            info["executor"] = executor.describe()
+            for task, outcome in executor.run(run_task, [p.task for p in todo]):
+                rec = _record(run_dir, by_item[_item_key(task)], outcome)
+                counts[rec["status"]] += 1
+                bar.update(1)
                 bar.set_postfix_str(f"{task.method} {task.resolution} {task.image[:20]}")
-                rec = run_task(task)
-                n_ok, n_failed = _tally(rec, n_ok, n_failed, bar)
-        else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            ctx = mp.get_context("spawn")  # forking after torch/OpenCV threads start is unsafe
-            with cf.ProcessPoolExecutor(
-                jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
-            ) as pool:
-                futures = [pool.submit(run_task, t) for t in tasks]
-                for fut in cf.as_completed(futures):
-                    n_ok, n_failed = _tally(fut.result(), n_ok, n_failed, bar)
+        status = "finished"
     finally:
         bar.close()
-        for inst in _INSTANCES.values():
-            inst.close()
-        _INSTANCES.clear()
-        write_tables(run_dir, load_records(run_dir))
-        _write_run_json(
-            run_dir, cfg, device, skipped, prep, lpips_note, round(time.perf_counter() - t_start, 2)
-        )
-    return RunSummary(run_dir, n_ok, n_failed, reused, skipped, time.perf_counter() - t_start)
+        close_methods()
+        wall = round(time.perf_counter() - t_start, 2)
+        # Only this run's items, with this run's fingerprints, make the tables.
+        current = []
+        for p in plan:
+            rec = records.read_record(records.record_path(run_dir, *_item_key(p.task)))
+            if rec is not None and rec.get("fingerprint") == p.fingerprint:
+                current.append(rec)
+        records.write_tables(run_dir, current)
+        info.update(status=status, wall_s=wall, methods=records.read_method_meta(run_dir, runnable))
+        records.write_run_json(run_dir, info)
+
+    n_new = sum(p.action == "new" for p in todo)
+    summary = RunSummary(
+        run_dir=run_dir,
+        n_done=n_new,
+        n_reused=n_reused,
+        n_redone=len(todo) - n_new,
+        n_failed=counts["failed"],
+        redo_reasons=dict(reasons.most_common()),
+        skipped_methods=skipped,
+        unreadable_images=unreadable,
+        wall_s=time.perf_counter() - t_start,
+    )
+    if counts["ok"] + n_reused:
+        _write_report(run_dir, cfg, summary)
+    return summary
 
 
-def _tally(rec: dict, n_ok: int, n_failed: int, bar) -> tuple[int, int]:
-    bar.update(1)
-    if rec["status"] == "ok":
-        return n_ok + 1, n_failed
-    log.warning("FAILED %s %s %s: %s", rec["method"], rec["resolution"], rec["image"], rec["error"])
-    return n_ok, n_failed + 1
+def make_executor(cfg: RunConfig, run_dir: Path, device: str, n_tasks: int) -> Executor:
+    """Where this run's items go: ``cfg.jobs`` local processes (or this one, for one job)."""
+    return local_executor(cfg.jobs or min(os.cpu_count() or 1, 4), n_tasks)
+
+
+def _item_key(task: Task) -> tuple[str, int, str]:
+    return task.method, task.resolution, task.image
+
+
+def _no_redo_message(run_dir: Path, why: str) -> str:
+    return (
+        f"--no-redo: {display_path(run_dir)} holds results computed with other settings ({why}); "
+        "rerun without --no-redo to redo them, or choose another --out"
+    )
+
+
+def _plan(run_dir, cfg, runnable, settings, manifest, context, metric_names) -> list[PlannedItem]:
+    plan = []
+    data = (run_dir / "data").absolute()
+    manifest = manifest.sort_values(["resolution", "image"])
+    for name in runnable:
+        key = records.fingerprint(settings["methods"][name])
+        for row in manifest.itertuples():
+            n, image = int(row.resolution), str(row.image)
+            item = records.item_settings(settings, name, n, row.gt_sha256, row.mask_sha256)
+            fp = records.fingerprint(item)
+            out_rel = records.output_rel(name, n, image)
+            task = Task(
+                name,
+                key,
+                n,
+                image,
+                str(data / row.gt),
+                str(data / row.mask),
+                str(run_dir.absolute() / out_rel) if cfg.save_outputs else None,
+                context,
+                tuple(metric_names),
+                cfg.metric_region,
+                cfg.display,
+                cfg.metric_size,
+            )
+            old = records.read_record(records.record_path(run_dir, name, n, image))
+            action, why = records.reuse_decision(old, item, fp, run_dir, cfg.save_outputs)
+            plan.append(PlannedItem(task, item, fp, action, why))
+    return plan
+
+
+def _record(run_dir: Path, item: PlannedItem, outcome: dict | TaskFailed) -> dict:
+    """Turn a worker's outcome into the item's record and write it (client side only)."""
+    if isinstance(outcome, TaskFailed):
+        outcome = {"status": "failed", "error": outcome.error, "traceback": outcome.detail}
+    t = item.task
+    rec = {
+        "method": t.method,
+        "resolution": t.resolution,
+        "image": t.image,
+        "status": outcome["status"],
+        "output": records.output_rel(t.method, t.resolution, t.image)
+        if t.output and outcome["status"] == "ok"
+        else "",
+        **{k: outcome.get(k) for k in ("runtime_s", "peak_rss_mb", "gpu_peak_mb", "changed_known")},
+        "error": outcome.get("error", ""),
+        "metrics": outcome.get("metrics") or {},
+        "fingerprint": item.fingerprint,
+        "settings": item.settings,
+    }
+    if rec["status"] != "ok":
+        log.warning("FAILED %s %s %s: %s", t.method, t.resolution, t.image, rec["error"])
+        write_text(records.log_path(run_dir, t.method, t.resolution, t.image), outcome.get("traceback") or "")
+    if outcome.get("method_meta") and not records.method_meta_path(run_dir, t.method).exists():
+        records.write_method_meta(run_dir, t.method, outcome["method_meta"])
+    records.write_record(run_dir, rec)
+    return rec
+
+
+def _write_report(run_dir: Path, cfg: RunConfig, summary: RunSummary) -> None:
+    """table.md and plots/ from the CSVs just written."""
+    from .report import table
+
+    summary.table_md = run_dir / "table.md"
+    write_text(summary.table_md, table(run_dir, "md"))
+    if cfg.plots:
+        from .plots import plot_run
+
+        summary.plots = plot_run(run_dir)
