@@ -96,7 +96,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if metrics_src is None and cfg:
         run, problem = source_run(source, cfg)
         if problem:
-            log.warning("%s", problem)
+            log.warning("warning: %s", problem)
         if run is not None:
             metrics_src = run
             log.info("comparing with the metrics of %s", run)
@@ -110,7 +110,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         resolution=resolution, where=str(source), progress=args.reps >= 2000,
     )
     for w in res.warnings:
-        log.warning("%s", w)
+        log.warning("warning: %s", w)
     out = Path(args.out)
     write_fit_outputs(res, out, str(source), args.scale, metrics)
     print(table_markdown(res.table, args.level, args.scale), end="")

@@ -103,9 +103,11 @@ _RIDGE = 1e-3  # tiny penalty on the standardised logistic slope: finite under s
 
 def split_item(names: pd.Series, sep: str) -> tuple[np.ndarray, np.ndarray]:
     """``METHOD<sep>IMAGE`` names -> (method, image) arrays; image is '' without ``sep``."""
-    parts = names.astype(str).str.split(sep, n=1, expand=True)
-    image = parts[1].fillna("") if parts.shape[1] > 1 else pd.Series("", index=names.index)
-    return parts[0].to_numpy(dtype=str), image.to_numpy(dtype=str)
+    codes, uniques = pd.factorize(names.astype(str))  # a study has few distinct items
+    parts = [u.split(sep, 1) if sep else [u] for u in uniques]
+    method = np.array([p[0] for p in parts] + [""], dtype=object)
+    image = np.array([p[1] if len(p) > 1 else "" for p in parts] + [""], dtype=object)
+    return method[codes].astype(str), image[codes].astype(str)
 
 
 def _pick_resolution(metrics: pd.DataFrame, resolution: int | None) -> pd.DataFrame:
@@ -133,12 +135,12 @@ def matched_metric_values(votes: pd.DataFrame, metrics: pd.DataFrame, resolution
     m = _pick_resolution(metrics, resolution)
     wide = m.pivot_table(index=["method", "image"], columns="metric", values="value",
                          aggfunc="mean")
-    wide.index = [f"{a}\x00{b}" for a, b in wide.index]
+    wide.index = pd.MultiIndex.from_arrays(
+        [wide.index.get_level_values(0).astype(str), wide.index.get_level_values(1).astype(str)])
     names = [str(c) for c in wide.columns]
     out = []
     for side in ("left", "right"):
-        method, image = split_item(votes[side], item_sep)
-        keys = pd.Index(np.char.add(np.char.add(method, "\x00"), image))
+        keys = pd.MultiIndex.from_arrays(split_item(votes[side], item_sep))
         out.append(wide.reindex(keys).to_numpy(dtype=np.float64))
     return out[0], out[1], names
 
@@ -330,7 +332,7 @@ def vote_agreement(
     ceiling = np.where(np.isnan(majority), np.nan, _agree(np.nan_to_num(majority), y_a))
     if np.isnan(ceiling).all():
         notes.append("no image and pair was judged by two or more people: no human ceiling")
-    n_metric_cols = len(columns["agreement"])
+    n_pred = len(rows)  # metric groups and the model; the ceiling row follows
     agree_all = np.column_stack(columns["agreement"] + [ceiling[:, None]])
     rows.append({"name": "human ceiling (leave-one-out majority)", "kind": "ceiling",
                  "members": "", "slope": math.nan})
@@ -344,7 +346,7 @@ def vote_agreement(
         table.loc[: n - 1, f"{name}_low"] = low
         table.loc[: n - 1, f"{name}_high"] = high
     table["n_votes"] = np.concatenate([
-        np.full(n_metric_cols, len(v)), [int((~np.isnan(ceiling)).sum())]])
+        np.full(n_pred, len(v)), [int((~np.isnan(ceiling)).sum())]])
     chance_ll, chance_brier = _loglik_brier(np.full(len(v), 0.5), y)
     table.loc[len(table)] = {"name": "chance (always 0.5)", "kind": "chance", "members": "",
                              "n_votes": len(v), "agreement": 0.5,

@@ -127,7 +127,8 @@ def _significance_lines(res: StudyAnalysis, scale: str) -> list[str]:
     flat = [(res.items[i], res.items[j]) for i in range(k) for j in range(i + 1, k)
             if summ.degenerate[i, j]]
     if flat:
-        out.append("No evidence either way (every bootstrap replicate identical): "
+        out.append("Uncertainty not measurable (interval of zero width: every bootstrap "
+                   "replicate identical), not counted as significant: "
                    + "; ".join(f"{a} vs {b}" for a, b in flat))
     not_sig = [(res.items[i], res.items[j], summ.p_better[i, j]) for i in range(k)
                for j in range(i + 1, k) if not summ.significant[i, j] and not summ.degenerate[i, j]]
@@ -150,7 +151,7 @@ def text_report(res: StudyAnalysis, source: str, scale: str = "bt") -> str:
     out.append(f"fit: Bradley–Terry by choix I-LSR, alpha={s['alpha']:.3g} (prior precision "
                f"{s['prior_precision_per_item']:.3g} per {unit}); Thurstone Case V in JOD; "
                f"{s['reps']} participant bootstrap replicates, seed {s['seed']}; "
-               f"{s['interval']} intervals ('–' = zero width: no evidence)")
+               f"{s['interval']} intervals ('–' = zero width, not measurable)")
     out += [f"note: {n}" for n in res.notes]
     out += ["", f"Ranking ({SCALE_LABELS[scale]}):", table_markdown(res.table, unit, scale)]
     out += _significance_lines(res, scale)
