@@ -19,17 +19,26 @@ import pandas as pd  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .io import read_image, read_mask, save_figure  # noqa: E402
 from .masks import hole_bbox  # noqa: E402
-from .report import LABELS, LOWER_IS_BETTER, load_run, method_order, summarize  # noqa: E402
+from .metrics import fmt, hole_crop, label  # noqa: E402
+from .report import load_run, method_order, summarize  # noqa: E402
 
 log = logging.getLogger(__name__)
 MARKERS = "osD^v<>pPX*h"
+# Metrics shown (when the run has them): in the metric-vs-resolution figure and in the captions
+# of the qualitative panels.
+QUALITATIVE_METRICS = ("l1", "psnr", "ssim", "lpips", "cvvdp", "flip")
+QUALITATIVE_CROP = 512  # px, the largest side of a 1:1 panel
 
 
 def plot_metrics(df: pd.DataFrame, info: dict, out: Path, metrics=("l1", "psnr", "ssim")) -> list[Path]:
     s = summarize(df[df.metric.isin(metrics)])
     methods = method_order(s, info)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.0), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    ncol = min(3, len(metrics))
+    nrow = -(-len(metrics) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol, 3.0 * nrow), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat[: len(metrics)], metrics, strict=True):
         for i, meth in enumerate(methods):
             d = s[(s.method == meth) & (s.metric == metric)].sort_values("resolution")
             if d.empty:
@@ -45,8 +54,7 @@ def plot_metrics(df: pd.DataFrame, info: dict, out: Path, metrics=("l1", "psnr",
                 lw=1.2,
                 ms=4,
             )
-        arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-        ax.set_title(f"{LABELS.get(metric, metric)} {arrow} (mean, 95 % CI over images)", fontsize=9)
+        ax.set_title(f"{label(metric, arrow=True)} (mean, 95 % CI over images)", fontsize=9)
         ax.set_xlabel("resolution (px)")
         ax.set_xticks(sorted(s.resolution.unique()))
         ax.grid(alpha=0.3)
@@ -80,16 +88,30 @@ def plot_runtime(items: pd.DataFrame, info: dict, out: Path) -> list[Path]:
     return save_figure(fig, out / "runtime_vs_resolution")
 
 
+def _panel_caption(values: dict[str, float]) -> str:
+    """Two lines of "LABEL value" in registry order and format, e.g. "L1 2.41  PSNR 28.03"."""
+    parts = [f"{label(m)} {fmt(m, v)}" for m, v in values.items() if m in QUALITATIVE_METRICS]
+    half = (len(parts) + 1) // 2
+    return "  ".join(parts[:half]) + "\n" + "  ".join(parts[half:])
+
+
 def plot_qualitative(
     run_dir: Path,
     items: pd.DataFrame,
+    df: pd.DataFrame,
     info: dict,
     out: Path,
     image: str | None = None,
     resolution: int | None = None,
-    margin: float = 0.25,
+    crop: int = QUALITATIVE_CROP,
 ) -> list[Path]:
-    """Ground truth, input and every method: full view on top, zoom on the hole below."""
+    """Ground truth, input and every method as true 1:1 crops, each with its metric values.
+
+    The crop is the perceptual metrics' ``hole`` region (``bench.metrics.hole_crop``), at
+    most ``crop`` px a side around the hole centre. Pixels are placed unresampled
+    (``figimage``; the PNG is written at the figure's own dpi, not cropped), so one image
+    pixel is one pixel of the PNG. Panel captions give the item's values from metrics.csv.
+    """
     ok = items[(items.status == "ok") & items.output.notna() & (items.output != "")]
     if ok.empty:
         return []
@@ -105,25 +127,37 @@ def plot_qualitative(
     mask = read_mask(run_dir / "data" / row["mask"])
     masked = gt.copy()
     masked[mask] = 255
+    values = df[(df.image == image) & (df.resolution == resolution)]
     methods = method_order(ok, info)
-    panels = [("ground truth", gt), ("input", masked)]
-    panels += [(m, read_image(run_dir / ok[ok.method == m].output.iloc[0])) for m in methods]
-    t, left, b, r = hole_bbox(mask)
-    pad = int(margin * max(b - t, r - left))
-    t, left = max(t - pad, 0), max(left - pad, 0)
-    b, r = min(b + pad, mask.shape[0]), min(r + pad, mask.shape[1])
-    fig, axes = plt.subplots(2, len(panels), figsize=(2.0 * len(panels), 4.2), squeeze=False)
-    for j, (title, img) in enumerate(panels):
-        axes[0][j].imshow(img)
-        axes[0][j].add_patch(plt.Rectangle((left, t), r - left, b - t, fill=False, ec="yellow", lw=0.8))
-        axes[1][j].imshow(img[t:b, left:r], interpolation="nearest")
-        axes[0][j].set_title(title, fontsize=8)
-        for ax in (axes[0][j], axes[1][j]):
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(f"{image} at {resolution} px (bottom: zoom on the hole)", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, out / f"qualitative_{resolution}")
+    panels = [("ground truth", gt, ""), ("input (hole white)", masked, "")]
+    for m in methods:
+        vals = values[values.method == m].set_index("metric")["value"].to_dict()
+        vals = {k: vals[k] for k in QUALITATIVE_METRICS if k in vals}
+        panels.append((m, read_image(run_dir / ok[ok.method == m].output.iloc[0]), _panel_caption(vals)))
+
+    rows, cols = hole_crop(mask)
+    cy, cx = (rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2
+    h, w = min(rows.stop - rows.start, crop), min(cols.stop - cols.start, crop)
+    top, left = max(0, min(cy - h // 2, gt.shape[0] - h)), max(0, min(cx - w // 2, gt.shape[1] - w))
+    box = np.s_[top : top + h, left : left + w]
+
+    gap, text_h, dpi = 8, 46, 100  # px; captions at 7 pt fit three lines in text_h
+    ncol = min(4, len(panels))
+    nrow = -(-len(panels) // ncol)
+    head = 24
+    fig_w, fig_h = ncol * w + (ncol + 1) * gap, head + nrow * (h + text_h + gap)
+    fig = plt.figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
+    for k, (title, img, caption) in enumerate(panels):
+        r, c = divmod(k, ncol)
+        x = gap + c * (w + gap)
+        y_top = head + r * (h + text_h + gap) + text_h  # top edge of the image, from the top
+        fig.figimage(img[box], xo=x, yo=fig_h - y_top - h, origin="upper")
+        fig.text(x / fig_w, 1 - (y_top - 2) / fig_h, f"{title}\n{caption}".rstrip(), fontsize=7,
+                 va="bottom", ha="left", family="monospace")
+    fig.text(gap / fig_w, 1 - 4 / fig_h,
+             f"{image} at {resolution} px: 1:1 crop rows {top}-{top + h}, columns {left}-{left + w} "
+             f"(hole {hole_bbox(mask)[2] - hole_bbox(mask)[0]} px)", fontsize=8, va="top", ha="left")
+    return save_figure(fig, out / f"qualitative_{resolution}", dpi=dpi, tight=False)
 
 
 def check_selection(items: pd.DataFrame, image: str | None, resolution: int | None) -> None:
@@ -155,7 +189,8 @@ def plot_run(
         raise UserError(f"{run_dir / 'items.csv'}: missing; rerun `hrbench run --out {run_dir}` to finish it")
     items = pd.read_csv(run_dir / "items.csv")
     check_selection(items, image, resolution)  # before any figure is written
-    paths = plot_metrics(df, info, out)
+    shown = [m for m in QUALITATIVE_METRICS if m in set(df.metric)]
+    paths = plot_metrics(df, info, out, shown)
     paths += plot_runtime(items, info, out)
-    paths += plot_qualitative(run_dir, items, info, out, image, resolution)
+    paths += plot_qualitative(run_dir, items, df, info, out, image, resolution)
     return paths

@@ -13,6 +13,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bench import metrics
+from bench.metrics import compute
 from bench.errors import UserError
 from bench.masks import centre_square_mask
 from bench.resize import resize_nearest
@@ -280,13 +281,15 @@ def test_bad_masks(mask, match):
 
 
 def test_conventions_are_recorded():
-    conv = json.loads(json.dumps(metrics.METRIC_CONVENTIONS))  # JSON-serialisable for run.json
+    names = ("l1", "psnr", "ssim", "hole_l1", "hole_psnr", "lpips")
+    conv = json.loads(json.dumps(metrics.metric_conventions(names)))  # JSON for run.json
     assert conv["ssim"]["sigma"] == 1.5 and conv["ssim"]["window_size"] == 11
     assert conv["ssim"]["K1"] == 0.01 and conv["ssim"]["K2"] == 0.03
     assert "population" in conv["ssim"]["covariance"]
-    for key in ("l1", "psnr", "hole_l1", "hole_psnr", "metric_size", "lpips"):
+    for key in (*names, "metric_size"):
         assert key in conv
-    assert metrics.HIGHER_IS_BETTER == {
+    assert conv["region"] == {**conv["region"], "value": "full", "applies_to": ["lpips"]}
+    assert {k: v for k, v in metrics.HIGHER_IS_BETTER.items() if k in names} == {
         "l1": False, "psnr": True, "ssim": True, "hole_l1": False, "hole_psnr": True,
         "lpips": False,
     }
@@ -366,5 +369,8 @@ def test_lpips_with_a_local_backbone_file(empty_torch_home):
     assert value == pytest.approx(expected, rel=1e-5)
     meta = metric.metadata()
     assert meta["backbone_file"] == ALEX_FILE and len(meta["backbone_sha256"]) == 64
-    values = metrics.compute_metrics(out, gt, centre_square_mask(64, 72), lpips=metric)
-    assert values["lpips"] == pytest.approx(value)
+    compute._instrument.cache_clear()  # built once per process: drop any earlier instance
+    for region, crop in (("full", np.s_[:, :]), ("hole", compute.hole_crop(centre_square_mask(64, 72)))):
+        values = metrics.compute_metrics(out, gt, centre_square_mask(64, 72), ("lpips",), region=region)
+        assert values["lpips"] == pytest.approx(metric(out[crop], gt[crop]))
+    compute._instrument.cache_clear()

@@ -1,4 +1,4 @@
-"""Image-quality metrics of the benchmark protocol (DESIGN.md, "Metrics").
+"""Pixel metrics of the benchmark protocol (DESIGN.md, "Metrics"): L1, PSNR, SSIM.
 
 Every function takes ``uint8[H, W, 3]`` RGB arrays with values 0–255 and returns a Python
 ``float``; masks are ``bool[H, W]`` with ``True`` = hole. Wrong shapes or dtypes raise
@@ -10,26 +10,18 @@ error, not a user mistake).
 - ``ssim``: Gaussian-window SSIM equal to scikit-image's
   ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
   data_range=255, channel_axis=-1)``, computed >10× faster at 2048 px (see ``ssim``).
-- ``LPIPS``: optional; only when torchvision's backbone weights are already cached locally.
-- ``compute_metrics``: all of the above for one output, optionally after a nearest-neighbour
-  downsample to ``metric_size`` × ``metric_size``.
+
+The input checks here are shared by every metric of the package.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-
-from bench.errors import UserError
-from bench.io import display_path
-from bench.resize import resize_nearest
 
 # -- SSIM constants (Wang et al. 2004, as scikit-image implements them) ------------------------
 SSIM_SIGMA = 1.5
@@ -44,55 +36,9 @@ _C2 = (SSIM_K2 * DATA_RANGE) ** 2
 # Output rows per strip: the strip's ~8 float32 work maps then fit in L3 cache at 2048 px wide.
 _STRIP_ROWS = 64
 
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "l1": False,
-    "psnr": True,
-    "ssim": True,
-    "hole_l1": False,
-    "hole_psnr": True,
-    "lpips": False,
-}
-
-METRIC_CONVENTIONS: dict[str, Any] = {
-    "input": "uint8 RGB, values 0-255; output and ground truth of the same HxWx3 shape",
-    "mask": "bool HxW, True = hole (white >= 128 in mask files)",
-    "l1": "mean |out - gt| over all pixels and the 3 channels, 0-255 scale",
-    "psnr": "10*log10(255^2 / MSE), MSE over all pixels and the 3 channels; inf if identical",
-    "hole_l1": "as l1, over hole pixels only (all 3 channels)",
-    "hole_psnr": "as psnr, MSE over hole pixels only (all 3 channels); inf if identical there",
-    "ssim": {
-        "window": "gaussian",
-        "sigma": SSIM_SIGMA,
-        "truncate": SSIM_TRUNCATE,
-        "window_size": SSIM_WIN,
-        "K1": SSIM_K1,
-        "K2": SSIM_K2,
-        "data_range": DATA_RANGE,
-        "covariance": "population (use_sample_covariance=False)",
-        "channels": "SSIM per RGB channel, then the mean of the three",
-        "border": f"SSIM map cropped by {SSIM_RADIUS} px on every side before averaging "
-        "(scikit-image's crop), so the border mode never enters the mean",
-        "equals": "skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, "
-        "use_sample_covariance=False, data_range=255, channel_axis=-1)",
-        "implementation": "OpenCV separable float32 filtering of the sum and difference "
-        "images; windows where output and ground truth are identical score exactly 1; "
-        "|difference| to scikit-image below 1e-7 in the tests",
-    },
-    "lpips": {
-        "package": "lpips 0.1 (Zhang et al. 2018)",
-        "net": "alex",
-        "input": "RGB scaled to [-1, 1], whole image, no resizing",
-        "availability": "only when torchvision's ImageNet backbone weights are cached under "
-        "torch.hub.get_dir()/checkpoints; otherwise the column is absent",
-    },
-    "metric_size": "None: scored at native size. M: output, ground truth and mask are "
-    "nearest-neighbour downsampled (bench.resize.resize_nearest, centre-aligned) to MxM "
-    "before scoring",
-}
-
 
 # -- validation ---------------------------------------------------------------------------------
-def _check_image(arr: Any, name: str) -> np.ndarray:
+def check_image(arr: Any, name: str) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{name}: expected a numpy array, got {type(arr).__name__}")
     if arr.dtype != np.uint8:
@@ -104,15 +50,15 @@ def _check_image(arr: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)  # e.g. a channel-reversed view: OpenCV needs plain rows
 
 
-def _check_pair(out: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
-    out = _check_image(out, "out")
-    gt = _check_image(gt, "gt")
+def check_pair(out: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
+    out = check_image(out, "out")
+    gt = check_image(gt, "gt")
     if out.shape != gt.shape:
         raise ValueError(f"out and gt differ in shape: {out.shape} vs {gt.shape}")
     return out, gt
 
 
-def _check_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
+def check_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray:
     if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
         kind = mask.dtype if isinstance(mask, np.ndarray) else type(mask).__name__
         raise ValueError(f"mask: expected a bool array (True = hole), got {kind}")
@@ -127,7 +73,7 @@ def _abs_diff(out: np.ndarray, gt: np.ndarray, mask: np.ndarray | None) -> np.nd
     """|out - gt| as uint8 (exact), flattened to the hole pixels when a mask is given."""
     diff = cv2.absdiff(out, gt)
     if mask is not None:
-        diff = diff[_check_mask(mask, out.shape)]
+        diff = diff[check_mask(mask, out.shape)]
     return diff
 
 
@@ -138,7 +84,7 @@ def l1(out: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float
     With ``mask`` (bool HxW, True = hole) only hole pixels count (all three channels each).
     Computed from an exact integer sum.
     """
-    diff = _abs_diff(*_check_pair(out, gt), mask)
+    diff = _abs_diff(*check_pair(out, gt), mask)
     return int(diff.sum(dtype=np.uint64)) / diff.size
 
 
@@ -148,7 +94,7 @@ def psnr(out: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> flo
     MSE is taken over all pixels and channels (or over the hole pixels with ``mask``), from
     an exact integer sum. Returns ``math.inf`` when the compared pixels are identical.
     """
-    diff = _abs_diff(*_check_pair(out, gt), mask).astype(np.uint16)
+    diff = _abs_diff(*check_pair(out, gt), mask).astype(np.uint16)
     sq_sum = int(np.square(diff).sum(dtype=np.uint64))  # 255² fits uint16; the sum does not
     if sq_sum == 0:
         return math.inf
@@ -281,7 +227,7 @@ def ssim(out: np.ndarray, gt: np.ndarray) -> float:
     identical (SSIM exactly 1, as in scikit-image) are skipped: only the bounding box of the
     differing pixels, grown by the window radius, is computed. Needs both sides >= 11 px.
     """
-    out, gt = _check_pair(out, gt)
+    out, gt = check_pair(out, gt)
     _check_ssim_size(out.shape)
     h, w = out.shape[:2]
     r = SSIM_RADIUS
@@ -307,7 +253,7 @@ def ssim_map(out: np.ndarray, gt: np.ndarray) -> np.ndarray:
     ``ssim`` averages only the interior. Per-pixel values agree with scikit-image to ~1e-4
     (float32 arithmetic); use it for visualising where a fill is structurally wrong.
     """
-    out, gt = _check_pair(out, gt)
+    out, gt = check_pair(out, gt)
     _check_ssim_size(out.shape)
     r = SSIM_RADIUS
     # Padding with BORDER_REFLECT (dcba|abcd) is scipy's mode='reflect' for each axis.
@@ -316,148 +262,3 @@ def ssim_map(out: np.ndarray, gt: np.ndarray) -> np.ndarray:
     result = np.empty(out.shape, dtype=np.float32)
     _ssim_interior(xp, yp, out_map=result)
     return result
-
-
-# -- LPIPS --------------------------------------------------------------------------------------
-_LPIPS_BACKBONES = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights"}
-
-
-def _backbone_file(net: str) -> tuple[Path, str]:
-    """Where torchvision caches the ImageNet backbone of ``net``, and its download URL."""
-    import torch.hub
-    import torchvision.models as tvm
-
-    url = getattr(tvm, _LPIPS_BACKBONES[net]).IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
-
-
-def _lpips_linear_file(net: str) -> Path:
-    """The lpips package's own calibrated linear-layer weights (shipped inside the package)."""
-    import lpips
-
-    return Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / f"{net}.pth"
-
-
-def lpips_available(net: str = "alex") -> str | None:
-    """``None`` when LPIPS can be computed here, else one line "LPIPS unavailable: …".
-
-    Only looks at files; never downloads (torchvision would fetch the backbone from the
-    internet on first use, which this project never triggers).
-    """
-    if net not in _LPIPS_BACKBONES:
-        return f"LPIPS unavailable: unknown network {net!r}; use one of {sorted(_LPIPS_BACKBONES)}"
-    try:
-        path, url = _backbone_file(net)
-        linear = _lpips_linear_file(net)
-    except ImportError as err:
-        return f"LPIPS unavailable: {err.name or err} is not installed; pip install lpips torchvision"
-    if not linear.is_file():
-        return f"LPIPS unavailable: the lpips package lacks {linear}; reinstall it (pip install lpips)"
-    if not path.is_file():
-        return (
-            f"LPIPS unavailable: torchvision backbone weights {path.name} not found in "
-            f"{display_path(path.parent)}; download {url} and put it there (or set TORCH_HOME)"
-        )
-    return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class LPIPSMetric:
-    """LPIPS v0.1 (lower is better) from cached weights only; raises ``UserError`` if absent.
-
-    The lpips package would ask torchvision to download the backbone; instead the network is
-    built with a random backbone and the cached torchvision checkpoint is loaded into it, so
-    no network access can happen. ``__call__(out, gt)`` takes uint8 RGB images (any size;
-    VGG at 2048 px needs several GB of memory).
-    """
-
-    def __init__(self, net: str = "alex", device: str = "cpu") -> None:
-        reason = lpips_available(net)
-        if reason is not None:
-            raise UserError(reason)
-        import lpips
-        import torch
-
-        self.net = net
-        self.device = torch.device(device)
-        self.backbone_path, _ = _backbone_file(net)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torchvision's notice about lpips' `pretrained=`
-            model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-        state = torch.load(self.backbone_path, map_location="cpu", weights_only=True)
-        # lpips splits torchvision's `features` into slices that keep the layer indices:
-        # slice2.3.weight is features.3.weight.
-        trunk = {
-            key: state[f"features.{key.split('.', 1)[1]}"] for key in model.net.state_dict()
-        }
-        model.net.load_state_dict(trunk)
-        self.model = model.eval().to(self.device)
-
-    def metadata(self) -> dict[str, Any]:
-        """Record of what was used (for run.json)."""
-        return {
-            "net": self.net,
-            "version": "0.1",
-            "backbone_file": self.backbone_path.name,
-            "backbone_sha256": _sha256(self.backbone_path),
-        }
-
-    def _tensor(self, img: np.ndarray) -> Any:
-        import torch
-
-        t = torch.from_numpy(img).permute(2, 0, 1)[None]
-        return (t.to(self.device, torch.float32) / 127.5 - 1.0).contiguous()
-
-    def __call__(self, out: np.ndarray, gt: np.ndarray) -> float:
-        import torch
-
-        out, gt = _check_pair(out, gt)
-        with torch.inference_mode():
-            value = self.model(self._tensor(out), self._tensor(gt))
-        return float(value.item())
-
-
-# -- everything for one output ------------------------------------------------------------------
-def compute_metrics(
-    out: np.ndarray,
-    gt: np.ndarray,
-    mask: np.ndarray,
-    metric_size: int | None = None,
-    lpips: LPIPSMetric | None = None,
-) -> dict[str, float]:
-    """l1, psnr, ssim, hole_l1, hole_psnr (and lpips when ``lpips`` is given) as floats.
-
-    ``metric_size=M`` first downsamples ``out``, ``gt`` and ``mask`` to MxM with
-    ``bench.resize.resize_nearest`` (centre-aligned nearest neighbour), so scores at
-    different resolutions are comparable (every metric, LPIPS included, is then computed on
-    the MxM images); M must be between 11 and the smaller image side
-    (never an upsample). A hole that vanishes in the downsample raises ``ValueError``.
-    """
-    out, gt = _check_pair(out, gt)
-    _check_mask(mask, out.shape)
-    if metric_size is not None:
-        ok_type = isinstance(metric_size, (int, np.integer)) and not isinstance(metric_size, bool)
-        if not ok_type or not SSIM_WIN <= metric_size <= min(out.shape[:2]):
-            raise ValueError(
-                f"metric_size: must be an integer from {SSIM_WIN} to the smaller image side "
-                f"{min(out.shape[:2])}, got {metric_size!r}"
-            )
-        size = (int(metric_size), int(metric_size))
-        out, gt, mask = (resize_nearest(a, size) for a in (out, gt, mask))
-    values = {
-        "l1": l1(out, gt),
-        "psnr": psnr(out, gt),
-        "ssim": ssim(out, gt),
-        "hole_l1": l1(out, gt, mask),
-        "hole_psnr": psnr(out, gt, mask),
-    }
-    if lpips is not None:
-        values["lpips"] = lpips(out, gt)
-    return values
