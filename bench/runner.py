@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from . import __version__, records
 from .datasets import PrepareSpec, prepare, sample_dir
+from .devices import resolve_device
 from .errors import MethodUnavailable, UserError
 from .executors import Executor, TaskFailed, local_executor
 from .io import display_path, read_image, read_mask, write_image, write_text
@@ -112,21 +113,6 @@ class RunConfig:
         check_region(self.metric_region)
         parse_display(self.display)
         return self
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        if device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-        return device
-    try:
-        import torch
-    except ModuleNotFoundError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _versions() -> dict:

@@ -34,6 +34,8 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from ..devices import resolve_device
+from ..errors import UserError
 from . import weights
 from .base import Inpainter, MethodContext, create, register
 from .base import unavailable_reason as method_unavailable_reason
@@ -348,10 +350,10 @@ def configure_threads() -> int:
 def _cuda_reason(context: MethodContext) -> str | None:
     if context.device != "cuda":
         return None
-    import torch
-
-    if not torch.cuda.is_available():
-        return "--device cuda: torch sees no CUDA device; use --device cpu or auto"
+    try:
+        resolve_device("cuda")
+    except UserError as exc:
+        return str(exc)
     return None
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..devices import resolve_device
 from ..errors import UserError
 from ..io import atomic_path, list_images, save_figure, write_json
 from ..methods.nets.slim import DEFAULT_HEAD, DEFAULT_WIDTHS, SlimRefineNet, parameter_count
@@ -94,16 +95,6 @@ class TrainConfig:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device visible to torch; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device {name!r}: choose cpu, cuda or auto")
-    return name
-
-
 def make_coarse(name: str, device: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """The registered method ``name`` as the coarse base (run at 512 by the pipeline helpers)."""
     from ..methods.base import MethodContext, create
@@ -244,7 +235,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     cfg.data.check()
     if cfg.steps < 0:
         raise UserError(f"--steps {cfg.steps}: must be >= 0")
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
