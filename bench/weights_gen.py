@@ -29,9 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-DFNET_FILE = "model_places2.pth"
-REFINEMENT_FILE = "refinement.pth"
-
 
 def random_tensor(name: str, shape: tuple[int, ...], integer: bool, seed: int) -> np.ndarray:
     """The value the algorithm assigns to one tensor (float32, or int64 zeros)."""
@@ -63,12 +60,15 @@ def write_random_weights(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path
     import torch
 
     from .methods.nets import DFNet, RefinementNet
+    from .methods.weights import DFNET, REFINEMENT
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
         dfnet, refinement = DFNet(), RefinementNet()
-    paths = out_dir / DFNET_FILE, out_dir / REFINEMENT_FILE
+    # Saved in place, not through a temporary name: torch's zip format records the file's
+    # name inside the archive, and the known sha256 digests are of these exact names.
+    paths = out_dir / DFNET.filename, out_dir / REFINEMENT.filename
     torch.save(random_state_dict(dfnet, seed), paths[0])
     torch.save({"state_dict": random_state_dict(refinement, seed + 1)}, paths[1])
     return paths

@@ -148,6 +148,7 @@ def run_published(pairs, weights_dir: Path, out_dir: Path) -> list[float]:
     from skimage import io
 
     from bench.methods.nets import DFNet, RefinementNet
+    from bench.methods.weights import DFNET, REFINEMENT
 
     times = []
     for img_p, mask_p in pairs:
@@ -161,12 +162,12 @@ def run_published(pairs, weights_dir: Path, out_dir: Path) -> list[float]:
         shape = image.shape
         image, mask = _published_pad(image), _published_pad(mask)
         dfnet = DFNet()
-        dfnet.load_state_dict(torch.load(weights_dir / "model_places2.pth", map_location="cpu"))
+        dfnet.load_state_dict(torch.load(weights_dir / DFNET.filename, map_location="cpu"))
         dfnet.eval()
         coarse = _published_coarse(image, mask, dfnet)
         refinement = RefinementNet()
         refinement.roi = False  # the published network decodes the whole image
-        state = torch.load(weights_dir / "refinement.pth", map_location="cpu")["state_dict"]
+        state = torch.load(weights_dir / REFINEMENT.filename, map_location="cpu")["state_dict"]
         refinement.load_state_dict(state)
         refinement.eval()
         out = _published_refine(image, mask, coarse, refinement)

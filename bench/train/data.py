@@ -278,22 +278,12 @@ def validation_items(files: Sequence[Path], sizes: Sequence[int], coarse: Coarse
     return items
 
 
-def l1_psnr(out: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    """Whole-image L1 (0–255 scale) and PSNR (data range 255) of two uint8 images."""
-    diff = out.astype(np.float64) - gt.astype(np.float64)
-    l1 = float(np.abs(diff).mean())
-    mse = float((diff**2).mean())
-    psnr = float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-    return l1, psnr
-
-
 __all__ = [
     "DataConfig",
     "PatchSampler",
     "ValItem",
     "Batch",
     "hole_fraction",
-    "l1_psnr",
     "largest_squares",
     "load_squares",
     "hole_table",

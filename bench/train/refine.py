@@ -41,11 +41,11 @@ from ..errors import UserError
 from ..io import atomic_path, list_images, save_figure, write_json
 from ..methods.nets.slim import DEFAULT_HEAD, DEFAULT_WIDTHS, SlimRefineNet, parameter_count
 from ..methods.two_stage import refine as run_refinement
+from ..metrics import l1, psnr
 from .data import (
     DataConfig,
     PatchSampler,
     ValItem,
-    l1_psnr,
     load_squares,
     select_images,
     validation_items,
@@ -168,10 +168,9 @@ def evaluate(net: torch.nn.Module, items: list[ValItem], device: str, no_shift: 
     for it in items:
         out = run_refinement(net, it.matched, it.hole, device=device, no_shift=no_shift)
         out = np.where(it.hole[..., None], out, it.gt)  # the benchmark pastes the known region
-        b_l1, b_psnr = l1_psnr(it.matched, it.gt)
-        m_l1, m_psnr = l1_psnr(out, it.gt)
-        rows.append({"image": it.name, "size": it.size, "base_l1": b_l1, "base_psnr": b_psnr,
-                     "model_l1": m_l1, "model_psnr": m_psnr})
+        rows.append({"image": it.name, "size": it.size,
+                     "base_l1": l1(it.matched, it.gt), "base_psnr": psnr(it.matched, it.gt),
+                     "model_l1": l1(out, it.gt), "model_psnr": psnr(out, it.gt)})
     net.train()
     return rows
 
