@@ -10,6 +10,7 @@ from pathlib import Path
 
 # Library modules are imported inside the handlers so that `hrbench --help` is instant.
 from .cli_args import add_list_option
+from .devices import DEVICES
 from .protocol import DEFAULT_HOLE_FRACTION, PROTOCOL_RESOLUTIONS
 from .tables import FORMATS
 
@@ -187,7 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default standard_fhd: 24-inch 1920x1080 at 0.6 m)",
     )
     p.add_argument("--jobs", type=int, help="worker processes (default 0 = one per CPU core, at most 4)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="for neural methods (default auto)")
+    p.add_argument("--device", choices=DEVICES, help="for neural methods (default auto)")
     p.add_argument("--weights-dir", help="folder with checkpoints (see `hrbench weights`)")
     p.add_argument("--seed", type=int, help="seed for randomised methods (default 0)")
     p.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS even if available")
