@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from . import __version__, records
 from .datasets import PrepareSpec, prepare, sample_dir
-from .devices import resolve_device
+from .devices import DEVICES, resolve_device
 from .errors import MethodUnavailable, UserError
 from .executors import Executor, TaskFailed, local_executor
 from .io import display_path, read_image, read_mask, write_image, write_text
@@ -102,8 +102,8 @@ class RunConfig:
             ) from None
         if self.jobs < 0:
             raise UserError(f"{where}: jobs must be >= 1 (or 0 for one per core), got {self.jobs}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UserError(f"{where}: device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device not in DEVICES:
+            raise UserError(f"{where}: device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.metric_size is not None and self.metric_size < 16:
             raise UserError(f"{where}: metric_size must be at least 16 px, got {self.metric_size}")
         if isinstance(self.metrics, str):
