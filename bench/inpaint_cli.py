@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from .devices import DEVICES, resolve_device
 from .errors import UserError
 
 log = logging.getLogger("hrbench.inpaint")
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="replace an existing output file (never the input image or mask)")
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="folder with model_places2.pth / refinement.pth")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(func=cmd_inpaint)
 
     w = subparsers.add_parser(
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _output_path(out: str, image: Path, method: str) -> Path:
     """The file to write for ``-o out``: a folder gets ``<stem>_<method>.png``."""
-    from .runner import method_slug
+    from .records import method_slug
 
     path = Path(out)
     if path.is_dir() or out.endswith(("/", os.sep)):
@@ -83,7 +84,6 @@ def check_output(out: Path, inputs: dict[str, Path], force: bool) -> None:
 def cmd_inpaint(args: argparse.Namespace) -> int:
     from .io import read_image, read_mask, write_image
     from .methods import MethodContext, create
-    from .runner import resolve_device
 
     if args.weights_dir is not None and not args.weights_dir.is_dir():
         raise UserError(f"--weights-dir {args.weights_dir}: folder not found")
