@@ -4,6 +4,7 @@ simulator."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import choix
 import numpy as np
@@ -447,7 +448,7 @@ def test_fit_a_study_collected_by_the_site(tmp_path):
     import re
 
     site = pytest.importorskip("survey_app.study", reason="the voting site (issue 6) is absent")
-    from survey_helpers import make_fake_run
+    from survey_helpers import item_ids, make_fake_run
 
     from survey_app import create_app
     from survey_app.db import default_db_url
@@ -469,7 +470,7 @@ def test_fit_a_study_collected_by_the_site(tmp_path):
             == 303
         while (page := client.get("/trial")).status_code == 200:
             idx = int(re.search(r'name="trial" value="(\d+)"', page.text).group(1))
-            left, right = (items[int(i)] for i in re.findall(r'<image href="/image/(\d+)"', page.text))
+            left, right = (items[int(i)] for i in item_ids(client, page.text))
             if {left["kind"], right["kind"]} == {"reference", "broken"}:
                 good_left = left["kind"] == "reference"
                 pick_left = good_left != (person in cheaters)  # cheaters fail validation
@@ -479,10 +480,21 @@ def test_fit_a_study_collected_by_the_site(tmp_path):
             r = client.post("/trial", data={"csrf_token": token, "trial": idx,
                                             "choice": "left" if pick_left else "right"})
             assert r.status_code == 303
+    # The run's per-image metrics (as `hrbench run` writes them): study.json links the study
+    # to this run, so `fit` pairs every vote with the metric values of the two outputs shown.
+    l1 = {"good": 1.0, "blurry": 5.0, "flat": 9.0}
+    pd.DataFrame([(m, 128, im, "l1", v + k) for m, v in l1.items()
+                  for k, im in enumerate(("alpha", "beta", "gamma"))],
+                 columns=["method", "resolution", "image", "metric", "value"]).to_csv(
+        run / "metrics.csv", index=False)
     out = tmp_path / "fit"
     assert _run_cli(["fit", str(study), "--out", str(out), "--reps", "200"]) == 0
     table = pd.read_csv(out / "ranking.csv")
     assert list(table["method"]) == ["good", "blurry", "flat"]
+    agree = pd.read_csv(out / "agreement.csv").set_index("name")
+    fit_json = json.loads((out / "fit.json").read_text())
+    assert agree.loc["l1", "n_votes"] == fit_json["counts"]["votes_in_fit"]
+    assert agree.loc["l1", "agreement"] > 0.6
     assert (out / "ranking.png").stat().st_size > 0 and (out / "ranking.pdf").stat().st_size > 0
     report = (out / "report.txt").read_text()
     assert f"participants: {n_people} (2 excluded, {n_people - 2} in the fit)" in report

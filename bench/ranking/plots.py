@@ -17,19 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.io import atomic_path  # noqa: E402
-
-
-def _save(fig, stem: Path, formats: Sequence[str]) -> list[Path]:
-    out = []
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    for fmt in formats:
-        path = stem.with_suffix(f".{fmt}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-        out.append(path)
-    plt.close(fig)
-    return out
+from bench.io import save_figure  # noqa: E402
 
 
 def ranking_chart(table: pd.DataFrame, stem: Path, unit: str = "method",
@@ -69,9 +57,10 @@ def ranking_chart(table: pd.DataFrame, stem: Path, unit: str = "method",
     span = max(float(np.nanmax(top) - np.nanmin(y)), 1e-6)
     for xi, (tp, nv) in enumerate(zip(top, t["n_votes"], strict=True)):
         ax.text(xi, tp + 0.02 * span, f"n={nv:g}", ha="center", va="bottom", fontsize=7)
+    ax.margins(y=0.12)
     ax.set_title(title or ("Bradley–Terry scores" if scale == "bt" else "Thurstone scaling"))
     ax.grid(axis="y", alpha=0.3, zorder=0)
-    return _save(fig, stem, formats)
+    return save_figure(fig, stem, formats)
 
 
 def win_heatmap(items: Sequence[str], wins: np.ndarray, stem: Path,
@@ -102,7 +91,7 @@ def win_heatmap(items: Sequence[str], wins: np.ndarray, stem: Path,
     ax.set_ylabel("winner")
     fig.colorbar(im, ax=ax, label="share of votes won")
     ax.set_title("Win matrix")
-    return _save(fig, stem, formats)
+    return save_figure(fig, stem, formats)
 
 
 def planning_plot(summary: pd.DataFrame, stem: Path,
@@ -126,7 +115,14 @@ def planning_plot(summary: pd.DataFrame, stem: Path,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("How many people does the study need?")
-    return _save(fig, stem, formats)
+    return save_figure(fig, stem, formats)
+
+
+def _metric_labels(name: str) -> str:
+    """Display form of a predictor name: registered metrics by their labels ("hole L1 = L1")."""
+    from bench.metrics.registry import METRICS, label
+
+    return " = ".join(label(n) if n in METRICS else n for n in name.split(" = "))
 
 
 def agreement_chart(agree: pd.DataFrame, stem: Path,
@@ -157,12 +153,12 @@ def agreement_chart(agree: pd.DataFrame, stem: Path,
         ax.legend(fontsize=7, loc="lower right")
     ax.axvline(0.5, color="grey", lw=0.8, ls="--", zorder=1)
     ax.set_yticks(y)
-    ax.set_yticklabels(rows["name"].astype(str))
+    ax.set_yticklabels([_metric_labels(n) for n in rows["name"].astype(str)])
     ax.set_xlabel("2AFC agreement with people (ties count half)")
     ax.set_xlim(0.45, 1.0)
     ax.grid(axis="x", alpha=0.3, zorder=0)
     ax.set_title("Which metric agrees with people?")
-    return _save(fig, stem, formats)
+    return save_figure(fig, stem, formats)
 
 
 def metric_scatter(means: pd.DataFrame, table: pd.DataFrame, stem: Path, scale: str = "bt",
@@ -207,4 +203,4 @@ def metric_scatter(means: pd.DataFrame, table: pd.DataFrame, stem: Path, scale: 
     for ax in axes.ravel()[len(metrics):]:
         ax.set_visible(False)
     fig.tight_layout()
-    return _save(fig, stem, formats)
+    return save_figure(fig, stem, formats)

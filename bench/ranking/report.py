@@ -10,34 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import tables
 from bench.io import write_json, write_text
 
 from .fit import SCALES, StudyAnalysis
 
 # -------------------------------------------------------------------------------------
-# Table rendering (one renderer for every table this package writes)
+# Tables (rendered by bench.tables, the one table renderer)
 # -------------------------------------------------------------------------------------
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
-        "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
-        "–": "--", "≡": r"$\equiv$", "σ": r"$\sigma$", "τ": r"$\tau$"}
 
-
-def _tex(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in s)
-
-
-def render(headers: list[str], rows: list[list[str]], fmt: str, align: str = "") -> str:
-    """A table as Markdown (``md``) or a booktabs LaTeX ``tabular`` (``tex``), text escaped."""
-    if fmt == "md":
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-    else:
-        lines = [rf"\begin{{tabular}}{{{align or 'l' * len(headers)}}}", r"\toprule",
-                 " & ".join(_tex(h) for h in headers) + r" \\", r"\midrule"]
-        lines += [" & ".join(_tex(c) for c in r) + r" \\" for r in rows]
-        lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+def _table(headers: list[str], rows: list[list[str]], fmt: str, notes: list[str] | None = None,
+           caption: str = "") -> str:
+    return tables.render(tables.Table(headers, rows, notes=notes or [], caption=caption), fmt)
 
 
 def _fmt(x: float | None, nd: int = 2) -> str:
@@ -58,7 +43,7 @@ def _ci(low: float, high: float, nd: int = 2) -> str:
 _SCALE_COLUMNS = {"bt": ("score", "ci_low", "ci_high", "p_beat_avg", "p_ci_low", "p_ci_high"),
                   "jod": ("jod", "jod_low", "jod_high", "jod_p_beat_avg", "jod_p_low",
                           "jod_p_high")}
-SCALE_LABELS = {"bt": "BT log-strength", "jod": "JOD (1 JOD = 75 % preference)"}
+SCALE_LABELS = {"bt": "BT log-strength", "jod": "JOD, 1 JOD = 75 % preference"}
 
 
 def ranking_rows(table: pd.DataFrame, unit: str, scale: str = "bt"
@@ -74,15 +59,24 @@ def ranking_rows(table: pd.DataFrame, unit: str, scale: str = "bt"
     return head, rows
 
 
+RANKING_CAPTION = {
+    "bt": "Bradley-Terry log-strengths (centred) from pairwise votes, ties as half wins; "
+          "P(beat avg) = probability of beating an average {unit}; 95 % participant-bootstrap "
+          "percentile intervals.",
+    "jod": "Thurstone Case V scale in JOD (1 JOD = 75 % preference), centred, from pairwise "
+           "votes, ties as half wins; 95 % participant-bootstrap percentile intervals.",
+}
+
+
 def table_markdown(table: pd.DataFrame, unit: str, scale: str = "bt") -> str:
     """The ranking as a Markdown table."""
-    return render(*ranking_rows(table, unit, scale), "md")
+    return _table(*ranking_rows(table, unit, scale), "md")
 
 
 def table_latex(table: pd.DataFrame, unit: str, scale: str = "bt") -> str:
-    """The ranking as a LaTeX ``tabular`` (booktabs rules)."""
+    """The ranking as a LaTeX table (the caption states how the scores were made)."""
     head, rows = ranking_rows(table, unit, scale)
-    return render(head, rows, "tex", "rlrcrcrr")
+    return _table(head, rows, "latex", caption=RANKING_CAPTION[scale].format(unit=unit))
 
 
 def agreement_rows(agree: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -192,7 +186,7 @@ def text_report(res: StudyAnalysis, source: str, scale: str = "bt") -> str:
                    f"{pc['n_votes'].median():g}, max {pc['n_votes'].max()} over {len(pc)} pairs")
     if res.votes_agreement is not None and len(res.votes_agreement):
         out += ["", "Agreement with people, vote by vote:",
-                render(*agreement_rows(res.votes_agreement), "md"), AGREEMENT_NOTE]
+                _table(*agreement_rows(res.votes_agreement), "md"), AGREEMENT_NOTE]
     if res.metrics is not None:
         out += ["", "Method-level rank agreement (Kendall tau-b, + = same order as people; "
                 "95% bootstrap range):"]
@@ -252,9 +246,9 @@ def write_fit_outputs(res: StudyAnalysis, out: Path, source: str, scale: str = "
     agree = res.votes_agreement
     if agree is not None and len(agree):
         head, rows = agreement_rows(agree)
-        text("agreement.md", render(head, rows, "md") + "\n" + AGREEMENT_NOTE + "\n")
+        text("agreement.md", _table(head, rows, "md", notes=[AGREEMENT_NOTE]))
         text("agreement.csv", agree.to_csv(index=False))
-        text("agreement.tex", render(head, rows, "tex", "lrcrcrcr"))
+        text("agreement.tex", _table(head, rows, "latex", caption=AGREEMENT_NOTE))
         written += plots.agreement_chart(agree, out / "agreement")
     text("report.txt", text_report(res, source, scale))
     write_json(out / "fit.json", {"source": source, "settings": {**res.settings, "scale": scale},
