@@ -222,21 +222,17 @@ def start():
     if not st.spec.allow_phone and vw and vh and (vw < min_w or vh < min_h):
         return _screen_out(ids, vw, vh, dpr, ua)
     window = float(current_app.config["ACTIVE_WINDOW_S"])
-    counts = None
-    if st.db.is_sqlite:
-        # One process: balance counts come from outside the write transaction (a scan of
-        # the schedule table must not hold up the group commit; see PairCounts).
-        def read() -> dict[int, int]:
-            with st.db.engine.connect() as conn:
-                return pair_counts(conn, st.study_id, window)
-
-        counts = st.pair_counts.snapshot(read)
     code = outcome_code(st.codes, "completed")
     now = utcnow()
 
     def create(conn) -> int:
-        plan_counts = counts
-        if plan_counts is None:  # several processes: fresh counts under the study lock
+        # Each new schedule is planned from counts that include every schedule before it.
+        if st.db.is_sqlite:
+            # One process, and the group-commit writer runs one job at a time: the cached
+            # counts plus the schedules added below are exact, with a database scan only
+            # when the cache is stale (on this connection, which sees the batch's writes).
+            plan_counts = st.pair_counts.snapshot(lambda: pair_counts(conn, st.study_id, window))
+        else:  # several processes: fresh counts under the study's row lock
             lock_study(conn, st.study_id)
             plan_counts = pair_counts(conn, st.study_id, window)
         # UNIQUE(study_id, external_id): of concurrent starts with one id, one row wins.
@@ -265,6 +261,7 @@ def start():
             for t in plans
         ])
         conn.execute(update(_part).where(_part.c.id == pid).values(n_trials=len(plans)))
+        st.pair_counts.add(t.pair_id for t in plans if t.kind not in UNCOUNTED_KINDS)
         return pid, plans
 
     try:
@@ -273,7 +270,6 @@ def start():
         abort(503, description="the server is overloaded; try again in a moment")
     except IntegrityError:
         return _already_taken_part()  # a concurrent start with the same id won
-    st.pair_counts.add(t.pair_id for t in plans if t.kind not in UNCOUNTED_KINDS)
     _start_session(pid)
     return redirect(url_for(".trial"), code=303)
 

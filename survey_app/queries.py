@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    or_,
     select,
     update,
 )
@@ -51,39 +52,30 @@ def lock_study(conn: Connection, study_id: int) -> None:
 
 
 def pair_counts(conn: Connection, study_id: int, active_window_s: float) -> dict[int, int]:
-    """Votes per pair from included people, plus open schedules of recently active people."""
-    counts: dict[int, int] = {}
-    voted = conn.execute(
-        select(Vote.pair_id, func.count())
-        .join(Participant, Participant.id == Vote.participant_id)
-        .join(Trial, Trial.id == Vote.trial_id)
+    """Votes per pair from included people, plus open schedules of recently active people.
+
+    One statement over the schedules (a trial below the person's ``next_index`` is answered:
+    the vote and the advance commit together), so the counts come from one snapshot. Two
+    statements (votes, then open schedules) could, under PostgreSQL's READ COMMITTED, miss
+    or double an answer committed between them and unbalance the next schedule.
+    """
+    cutoff = utcnow() - timedelta(seconds=active_window_s)
+    rows = conn.execute(
+        select(Trial.pair_id, func.count())
+        .join(Participant, Participant.id == Trial.participant_id)
         .where(
             Participant.study_id == study_id,
             Participant.excluded.is_(False),
             # A second look or a practice answer adds no independent vote.
             Trial.kind.not_in(UNCOUNTED_KINDS),
-        )
-        .group_by(Vote.pair_id)
-    )
-    for pair_id, n in voted:
-        counts[pair_id] = counts.get(pair_id, 0) + n
-    cutoff = utcnow() - timedelta(seconds=active_window_s)
-    pending = conn.execute(
-        select(Trial.pair_id, func.count())
-        .join(Participant, Participant.id == Trial.participant_id)
-        .where(
-            Participant.study_id == study_id,
-            Participant.finished_at.is_(None),
-            Participant.excluded.is_(False),
-            Participant.last_seen_at >= cutoff,
-            Trial.index >= Participant.next_index,
-            Trial.kind.not_in(UNCOUNTED_KINDS),
+            or_(
+                Trial.index < Participant.next_index,
+                and_(Participant.finished_at.is_(None), Participant.last_seen_at >= cutoff),
+            ),
         )
         .group_by(Trial.pair_id)
     )
-    for pair_id, n in pending:
-        counts[pair_id] = counts.get(pair_id, 0) + n
-    return counts
+    return {pair_id: n for pair_id, n in rows}
 
 
 class PairCounts:

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -93,6 +94,7 @@ def _start_worker(make_app: Callable[[], Flask], sock: socket.socket, threads: i
     # Child: Ctrl-C reaches the whole process group; the parent decides and sends SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _exit_with_parent()
     code = 0
     try:
         _waitress(make_app(), threads, sockets=[sock])
@@ -101,6 +103,19 @@ def _start_worker(make_app: Callable[[], Flask], sock: socket.socket, threads: i
         code = 1
     finally:
         os._exit(code)
+
+
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """End this worker when the parent is gone (SIGKILLed): orphans would keep the port and
+    serve without supervision, so a restarted server could not bind it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _supervise(make_app: Callable[[], Flask], sock: socket.socket, threads: int,
