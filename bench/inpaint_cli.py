@@ -44,6 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("--weights-dir", type=Path, default=None)
     w.add_argument("--no-sha256", action="store_true", help="skip hashing the files found")
     w.set_defaults(func=cmd_weights)
+    actions = w.add_subparsers(dest="weights_action", metavar="ACTION")
+    f = actions.add_parser(
+        "fetch",
+        help="download a metric's weights into torch's cache (needs network access)",
+        description="Download LPIPS's ImageNet backbone through torch.hub into "
+        "torch.hub.get_dir()/checkpoints, where `hrbench run` finds it offline.",
+    )
+    f.add_argument("name", choices=["lpips"], help="what to fetch")
+    f.add_argument("--net", choices=["alex", "vgg"], default="alex", help="LPIPS network (default alex)")
+    f.set_defaults(func=cmd_weights_fetch)
 
 
 def _output_path(out: str, image: Path, method: str) -> Path:
@@ -101,6 +111,15 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     write_image(out, result)
     log.info("%s: %s (%dx%d) in %.1f s -> %s", args.method, args.image.name,
              image.shape[1], image.shape[0], time.perf_counter() - t0, out)
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from .io import display_path
+    from .metrics import fetch_backbone
+
+    path = fetch_backbone(args.net, progress=True)
+    print(f"LPIPS backbone ({args.net}): {display_path(path)}")
     return 0
 
 

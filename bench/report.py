@@ -17,18 +17,10 @@ import pandas as pd
 from scipy import stats
 
 from .errors import UserError
+from .metrics import fmt, higher_is_better, label, spec
 from .tables import FORMATS, Cell, Table, render
 
 TABLE_METRICS = ("l1", "psnr", "ssim")
-LOWER_IS_BETTER = {"l1", "hole_l1", "lpips"}
-LABELS = {
-    "l1": "L1",
-    "psnr": "PSNR",
-    "ssim": "SSIM",
-    "hole_l1": "hole L1",
-    "hole_psnr": "hole PSNR",
-    "lpips": "LPIPS",
-}
 METRIC_PROTOCOL = (
     "L1: mean absolute error on 0–255 over all pixels and channels; PSNR: data range 255; "
     "SSIM: Gaussian window σ = 1.5, K1 = 0.01, K2 = 0.03, population covariance, per channel "
@@ -36,7 +28,6 @@ METRIC_PROTOCOL = (
 )
 METRIC_NOTE = METRIC_PROTOCOL + "; full conventions in run.json."
 CI_NOTE = "± is the half-width of the 95 % Student-t interval of the mean over images."
-DIGITS = {"l1": 3, "psnr": 3, "ssim": 3, "hole_l1": 2, "hole_psnr": 2, "lpips": 4}
 
 
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -72,8 +63,23 @@ def method_order(df: pd.DataFrame, info: dict) -> list[str]:
     return order + [m for m in present if m not in order]
 
 
-def _fmt(x: float, metric: str) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{x:.{DIGITS.get(metric, 3)}f}"
+def _perceptual_note(metrics, info: dict) -> str | None:
+    """How the shown perceptual metrics were computed: region and display model (run.json)."""
+    conv = info.get("metric_conventions") or {}
+    shown = [m for m in metrics if m in conv and spec(m).region == "selectable"]
+    if not shown:
+        return None
+    region = (conv.get("region") or {}).get("value", "full")
+    where = (
+        "on a crop around the hole (its box grown by a quarter of its side each way)"
+        if region == "hole"
+        else "on the whole image"
+    )
+    text = "; ".join(spec(m).summary for m in shown) + f"; computed {where}"
+    display = next((conv[m]["display"] for m in shown if "display" in conv[m]), None)
+    if display:
+        text += f", display model: {display['summary']}"
+    return text + "."
 
 
 def build_table(
@@ -99,12 +105,12 @@ def build_table(
             vals = [(cell[(meth, n, m)].mean, meth) for meth in methods if (meth, n, m) in cell]
             vals = [v for v in vals if np.isfinite(v[0])]
             if vals:
-                best[(n, m)] = (min if m in LOWER_IS_BETTER else max)(vals)[1]
+                best[(n, m)] = (max if higher_is_better(m) else min)(vals)[1]
     all_uniform = all(uniform_n.values()) and len(set(max_n.values())) == 1
     header = [
         (
             f"{n}" + (f" (n={max_n[n]})" if uniform_n[n] and not all_uniform else ""),
-            [LABELS.get(m, m) + (" ↓" if m in LOWER_IS_BETTER else " ↑") for m in metrics],
+            [label(m, arrow=True) for m in metrics],
         )
         for n in resolutions
     ]
@@ -117,9 +123,9 @@ def build_table(
                 if c is None:
                     row.append(Cell("–"))
                     continue
-                text = _fmt(c.mean, m)
+                text = fmt(m, c.mean)
                 if ci and np.isfinite(c.ci_half):
-                    text += f" ± {_fmt(c.ci_half, m)}"
+                    text += f" ± {fmt(m, c.ci_half)}"
                 if not uniform_n[n]:
                     text += f" (n={c.n})"
                 row.append(Cell(text, best.get((n, m)) == meth))
@@ -131,6 +137,8 @@ def build_table(
         notes.append(f"{name}: skipped — {reason}")
     if info.get("metric_conventions"):
         notes.append(METRIC_NOTE)
+        if _perceptual_note(metrics, info):
+            notes.append(_perceptual_note(metrics, info))
     if info.get("metric_size"):
         notes.append(_metric_size_note(info["metric_size"]))
     if ci:
@@ -138,6 +146,9 @@ def build_table(
     columns = ["Method"] + [m for _, ms in header for m in ms]
     groups = [(res, len(ms)) for res, ms in header]
     caption = protocol_caption(info, next(iter(max_n.values())) if all_uniform else None, ci)
+    perceptual = _perceptual_note(metrics, info)
+    if perceptual:
+        caption += " " + perceptual
     return Table(columns, body, groups, notes, caption, label="tab:hrbench")
 
 

@@ -46,10 +46,21 @@ class DisplayModel:
     ambient_lux: float
     ppd: float  # pixels per degree of visual angle at the centre of the screen
 
+    @property
+    def summary(self) -> str:
+        """E.g. "24-inch 1920×1080 display seen from 0.6 m, 200 nit peak, 250 lux (38 px/deg)"."""
+        size = f"{self.diagonal_in:g}-inch " if self.diagonal_in else ""
+        w, h = self.resolution
+        return (
+            f"{size}{w}×{h} display seen from {self.distance_m:g} m, {self.peak_cd_m2:g} nit peak, "
+            f"{self.ambient_lux:g} lux ({self.ppd:.0f} px/deg)"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["resolution"] = list(self.resolution)
         d["ppd"] = round(self.ppd, 4)
+        d["summary"] = self.summary
         return d
 
     def cvvdp_models(self) -> tuple[Any, Any]:

@@ -37,6 +37,7 @@ class MetricSpec:
     region: str  # "full", "hole" or "selectable" (see the module docstring)
     package: str | None  # the PyPI distribution computing it; None = this package (no extra)
     conventions: Any  # JSON-serialisable; settings-dependent parts are added per run
+    summary: str = ""  # one line for table notes, e.g. "ColorVideoVDP quality in JOD (10 = identical)"
 
     @property
     def arrow(self) -> str:
@@ -134,6 +135,7 @@ _SPECS = (
             "availability": "only when torchvision's ImageNet backbone weights are cached "
             "under torch.hub.get_dir()/checkpoints (`hrbench weights fetch lpips`)",
         },
+        "LPIPS (AlexNet, v0.1)",
     ),
     MetricSpec(
         "cvvdp",
@@ -152,6 +154,7 @@ _SPECS = (
             "call": "pycvvdp.cvvdp(display_photometry, display_geometry).predict(out, gt, "
             "dim_order='HWC') on a still image",
         },
+        "CVVDP: ColorVideoVDP quality in JOD (10 = identical)",
     ),
     MetricSpec(
         "flip",
@@ -168,6 +171,7 @@ _SPECS = (
             "value": "mean of the FLIP error map",
             "ppd": "pixels per degree of the run's display model (the same viewing condition as cvvdp)",
         },
+        "FLIP: mean LDR-FLIP error",
     ),
 )
 
