@@ -76,12 +76,15 @@ def read_token(key: bytes, pid: int, token: str) -> tuple[int, str, int]:
         blob = urlsafe_b64decode(token + "==")
     except ValueError:
         raise BadToken("not base64") from None
-    if len(blob) != _BLOB.size:
-        raise BadToken("wrong length")
+    # One spelling per token: no second URL (padding bits, other side bytes) for one image.
+    if len(blob) != _BLOB.size or urlsafe_b64encode(blob).decode().rstrip("=") != token:
+        raise BadToken("not a token")
     m_index, m_side, m_item, mac = _BLOB.unpack(blob)
     head = _stream(key, b"head", pid)
     index = m_index ^ int.from_bytes(head[:4], "big")
-    s = (m_side ^ head[4]) & 1  # any byte decodes; the MAC below rejects the wrong ones
+    s = m_side ^ head[4]
+    if s not in (0, 1):
+        raise BadToken("bad side")
     item_id = m_item ^ int.from_bytes(_stream(key, b"item", pid, index, s)[:4], "big")
     if not hmac.compare_digest(mac, _mac(key, pid, index, s, item_id)):
         raise BadToken("bad signature")

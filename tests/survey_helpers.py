@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.client
 import os
@@ -259,3 +260,43 @@ def item_ids(client, html: str) -> tuple[str, str]:
     tokens = re.findall(r'<image href="/i/([A-Za-z0-9_\-]+)"', html)
     left, right = (str(read_token(key, pid, t)[2]) for t in tokens)
     return left, right
+
+
+@contextlib.contextmanager
+def rendered(app):
+    """Collect ``(template name, context)`` of every template ``app`` renders in the block."""
+    from flask import template_rendered
+
+    seen: list[tuple[str, dict]] = []
+
+    def record(sender, template, context, **extra):
+        seen.append((template.name, context))
+
+    template_rendered.connect(record, app)
+    try:
+        yield seen
+    finally:
+        template_rendered.disconnect(record, app)
+
+
+def study_app(study: Path, db: Path, **config):
+    """``create_app`` for ``study`` with a test secret and admin token and ``db`` (SQLite)."""
+    from survey_app import create_app
+
+    return create_app({"STUDY_DIR": str(study), "SECRET_KEY": "k" * 40,
+                       "ADMIN_TOKEN": ADMIN_TOKEN, "DATABASE_URL": f"sqlite:///{db}", **config})
+
+
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+
+
+def start(client, **fields) -> object:
+    """GET / then POST /start (consent given) with ``fields``; returns the /start response."""
+    client.get("/")  # makes the session's CSRF token
+    return client.post("/start", data={"csrf_token": csrf_of(client), "consent": "yes", **fields})
+
+
+def csrf_of(client) -> str:
+    """The CSRF token of ``client``'s session."""
+    with client.session_transaction() as sess:
+        return sess["csrf"]

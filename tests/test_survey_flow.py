@@ -54,7 +54,7 @@ def _start(client, pid: str | None = None) -> str:
     return token
 
 
-def _current(client) -> tuple[int, int, str, str] | None:
+def _current(client) -> tuple[int, int | None, str, str] | None:
     """(index, scored trials, left item id, right item id) of the current trial page, None
     when done. Item ids are read from the opaque image tokens with the server's key."""
     r = client.get("/trial")
@@ -63,7 +63,9 @@ def _current(client) -> tuple[int, int, str, str] | None:
         return None
     assert r.status_code == 200
     idx = int(re.search(r'name="trial" value="(\d+)"', r.text).group(1))
-    n = int(re.search(r'of (\d+)</p>', r.text).group(1))
+    progress = re.search(r'id="progress">(?:(\d+) of (\d+)|Practice)<', r.text)
+    n = int(progress.group(2)) if progress.group(2) else None
+    assert (progress.group(1) is None) == (idx == 0)  # the practice trial comes first
     left, right = item_ids(client, r.text)
     return idx, n, left, right
 
@@ -86,7 +88,7 @@ def _answer_all(app, client, token: str, honest: bool) -> list[int]:
         r = client.post("/trial", data={"csrf_token": token, "trial": idx, "choice": choice,
                                         "rt_ms": 1234, "vw": 1280, "vh": 720})
         assert r.status_code == 303
-        assert len(seen) <= n + 1  # the practice trial comes on top
+        assert n is None or len(seen) <= n + 1  # the practice trial comes on top
     return seen
 
 
