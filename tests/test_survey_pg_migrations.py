@@ -66,7 +66,9 @@ def test_fresh_database_is_created_at_head(db_url, study):
 
 
 def _fill_revision_1(conn) -> dict[str, list[tuple]]:
-    """Rows a study at revision 0001 could hold (two people, one excluded, five votes)."""
+    """Rows a study at revision 0001 could hold: two people answered (one excluded after a
+    wrong validation answer), five votes; a third person got the first one's platform id
+    (two concurrent starts; revision 0001 allowed it) and has not answered yet."""
     meta = MetaData()
     meta.reflect(conn, only=REV1_TABLES)
     t = meta.tables
@@ -88,7 +90,7 @@ def _fill_revision_1(conn) -> dict[str, list[tuple]]:
              completion_code=f"CODE{p}", excluded=p == 2,
              exclusion_reason="failed validation trial 2" if p == 2 else None,
              user_agent="test")
-        for p, ext in ((1, "prolific_1"), (2, None))])
+        for p, ext in ((1, "prolific_1"), (2, None), (3, "prolific_1"))])
     trials = []
     for p in (1, 2):
         for i, (pair, left, right, kind, rep) in enumerate(
@@ -102,7 +104,8 @@ def _fill_revision_1(conn) -> dict[str, list[tuple]]:
     for tr in trials:
         if tr["participant_id"] == 2 and tr["index"] == 2:
             continue  # person 2 stopped before the last trial
-        chosen = tr["left_item_id"] if tr["participant_id"] == 1 else tr["right_item_id"]
+        # Person 1 picks the reference in the validation trial (item 3), person 2 does not.
+        chosen = tr["right_item_id"] if tr["participant_id"] == 1 else tr["left_item_id"]
         votes.append(dict(
             id=len(votes) + 1, participant_id=tr["participant_id"], trial_index=tr["index"],
             trial_id=tr["id"], pair_id=tr["pair_id"], left_item_id=tr["left_item_id"],
@@ -136,8 +139,17 @@ def test_upgrade_from_revision_1_keeps_every_row(db_url):
         assert len(before["vote"]) == 5
         old, new = migrations.upgrade(engine)
         assert (old, new) == (migrations.FIRST, migrations.head())
+        # Every row and value is kept; only the duplicate platform id is made unique.
+        expected = dict(before)
+        expected["participant"] = [
+            r[:2] + ("prolific_1~dup3",) + r[3:] if r[0] == 3 else r
+            for r in before["participant"]]
         with engine.connect() as conn:
-            assert _rows(conn, rev1) == before
+            assert _rows(conn, rev1) == expected
+            # Revision 0002's new columns, derived from what revision 0001 stored.
+            derived = conn.execute(text(
+                "SELECT id, validation_failures, outcome FROM participant ORDER BY id")).all()
+            assert [tuple(r) for r in derived] == [(1, 0, "completed"), (2, 1, None), (3, 0, None)]
         df = export_votes(engine, study_uid="s1")
         assert len(df) == 5 and df["excluded"].sum() == 2
         assert sorted(df["rt_ms_client"]) == [1000, 1001, 1002, 1003, 1004]
@@ -146,8 +158,8 @@ def test_upgrade_from_revision_1_keeps_every_row(db_url):
 
 
 def test_database_from_before_migrations_is_revision_1(db_url, study, capsys):
-    """Survey tables without alembic_version (hrbench before this change): upgrade stamps and
-    migrates them; until then the app refuses to use them (when the head is newer)."""
+    """Survey tables without alembic_version (hrbench before this change) are revision 0001:
+    the app refuses them, naming the upgrade command, which stamps and migrates them."""
     engine = make_engine(db_url)
     try:
         migrations.upgrade(engine, migrations.FIRST)
@@ -156,10 +168,9 @@ def test_database_from_before_migrations_is_revision_1(db_url, study, capsys):
             conn.execute(text("DROP TABLE alembic_version"))
         with engine.connect() as conn:
             assert migrations.revision_of(conn) == migrations.FIRST
-        if migrations.head() != migrations.FIRST:
-            with pytest.raises(UserError, match="hrbench survey db upgrade"):
-                create_app({"STUDY_DIR": str(study), "SECRET_KEY": "k" * 40,
-                            "DATABASE_URL": db_url})
+        with pytest.raises(UserError, match="at revision 0001, this hrbench needs .*hrbench "
+                           "survey db upgrade"):
+            create_app({"STUDY_DIR": str(study), "SECRET_KEY": "k" * 40, "DATABASE_URL": db_url})
         rc = cli_main(["survey", "db", "upgrade", str(study), "--db", db_url])
         assert rc == 0, capsys.readouterr().err
         assert _revision(engine) == migrations.head()
