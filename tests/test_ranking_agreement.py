@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from bench import ranking as R
+from bench.errors import UserError
 from bench.ranking import simulate as S
-from bench.ranking.agreement import leave_one_out_majority
+from bench.ranking.agreement import human_ceiling
 from survey_app.analysis_cli import register_analysis_commands
 
 METHODS = [f"m{i}" for i in range(5)]
@@ -108,13 +109,17 @@ def test_ties_count_half_and_monotone_metrics_form_one_group():
     assert t.loc["ssim", "agreement"] == pytest.approx(1.5 / 4)
 
 
-def test_leave_one_out_majority_leaves_out_the_whole_person():
-    groups = np.array([0, 0, 0, 0, 1])
-    person = np.array([0, 0, 1, 2, 0])
-    y = np.array([1.0, 1.0, 0.0, 0.0, 1.0])
-    majority, n_others = leave_one_out_majority(groups, person, y)
-    assert list(n_others) == [2, 2, 3, 3, 0]
-    assert list(majority[:4]) == [0.0, 0.0, 1.0, 1.0] and np.isnan(majority[4])
+def test_human_ceiling_leaves_out_the_whole_person():
+    group = np.array([0, 0, 0, 0, 1, 2, 2, 2])
+    person = np.array([0, 0, 1, 2, 0, 0, 1, 2])
+    y = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.5])
+    est, low, high, n = human_ceiling(group, person, y, 3, reps=0, seed=0)
+    # Group 0: person 0's others (1, 2) chose the second item -> p0's two votes disagree;
+    # person 1's others are p0 (twice the first) and p2 (second): share 2/3 -> first,
+    # p1 chose the second -> 0; p2 likewise 0. Group 1: nobody else -> not counted.
+    # Group 2: p0's others: 1 and 0.5 -> first -> agrees (1); p1 likewise (1); p2 tied -> 0.5.
+    assert n == 7 and est == pytest.approx(2.5 / 7)
+    assert np.isnan(low) and np.isnan(high)
 
 
 def test_unmatched_study_says_so():
@@ -152,3 +157,20 @@ def test_fit_command_finds_the_study_run_and_writes_agreement_outputs(tmp_path):
     assert set(agree["kind"]) == {"metric", "model", "ceiling", "chance"}
     assert "human ceiling" in (out / "report.txt").read_text()
     assert r"\begin{tabular}" in (out / "agreement.tex").read_text()
+
+
+def test_simulate_command_checks_the_agreement_analysis(tmp_path):
+    parser = argparse.ArgumentParser()
+    register_analysis_commands(parser.add_subparsers())
+    out = tmp_path / "sim"
+    args = parser.parse_args(["simulate", "--planted", "ssim", "--participants", "60",
+                              "--reps", "3", "--boot", "50", "--out", str(out)])
+    assert args.func(args) == 0
+    summary = pd.read_csv(out / "agreement_check_summary.csv")
+    assert list(summary["participants"]) == [60] and summary["studies"].iloc[0] == 3
+    per = pd.read_csv(out / "agreement_check_studies.csv")
+    assert (per["ceiling_low"] <= per["ceiling_high"]).all()
+    assert json.loads((out / "simulate.json").read_text())["planted"] == "ssim"
+    bad = parser.parse_args(["simulate", "--planted", "nosuch", "--out", str(out)])
+    with pytest.raises(UserError, match="unknown metric 'nosuch'"):
+        bad.func(bad)

@@ -161,25 +161,62 @@ def _side(diff: np.ndarray) -> np.ndarray:
     return np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
 
 
-def leave_one_out_majority(groups: np.ndarray, person: np.ndarray, y_a: np.ndarray
-                           ) -> tuple[np.ndarray, np.ndarray]:
-    """The other people's majority on the same image and pair, per vote.
+def human_ceiling(group: np.ndarray, person: np.ndarray, y_a: np.ndarray, n_people: int,
+                  reps: int, seed: int) -> tuple[float, float, float, int]:
+    """Agreement of each vote with the other people's majority on the same image and pair.
 
-    ``groups``: int codes of (image, unordered pair); ``y_a``: the vote in the pair's own
-    orientation (1 = first of the pair chosen, 0 = second, 0.5 tie). Every vote of the same
-    person in the group is left out. Returns ``(majority, n_others)``: majority in the same
-    coding (NaN when nobody else voted there).
+    ``group``: int codes of (image, unordered pair); ``person``: codes ``0..P-1``; ``y_a``:
+    the vote in the pair's own orientation (1 = first item chosen, 0 = second, 0.5 tie).
+    Every vote of the same person in the group is left out of "the others"; a tied majority
+    or a tied vote counts half; votes nobody else matched are not counted. The bootstrap
+    resamples people (drawn like every bootstrap here) and recomputes the majorities in
+    each replicate, since they too depend on who took part. Returns
+    ``(estimate, low, high, n_votes)``; the interval is NaN when it has zero width.
     """
-    gp = pd.DataFrame({"g": groups, "p": person, "y": y_a})
-    g_sum = gp.groupby("g")["y"].transform("sum").to_numpy()
-    g_n = gp.groupby("g")["y"].transform("size").to_numpy()
-    gp_sum = gp.groupby(["g", "p"])["y"].transform("sum").to_numpy()
-    gp_n = gp.groupby(["g", "p"])["y"].transform("size").to_numpy()
-    n_others = g_n - gp_n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = (g_sum - gp_sum) / n_others
-    majority = np.where(n_others > 0, _side(share - 0.5), np.nan)
-    return majority, n_others
+    from scipy import sparse
+
+    from .bt import person_resamples
+
+    cell, cell_index = pd.factorize(pd.MultiIndex.from_arrays([person, group]))
+    c_person = cell_index.get_level_values(0).to_numpy()
+    c_group = cell_index.get_level_values(1).to_numpy()
+    n_a = np.bincount(cell, weights=(y_a == 1.0))  # votes for the pair's first item
+    n_b = np.bincount(cell, weights=(y_a == 0.0))
+    n_t = np.bincount(cell, weights=(y_a == 0.5))
+    n = n_a + n_b + n_t
+    score = n_a + 0.5 * n_t  # "first item" votes, ties half
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    score_pg = sparse.csr_matrix((score, (c_person, c_group)), shape=(n_people, n_groups))
+    count_pg = sparse.csr_matrix((n, (c_person, c_group)), shape=(n_people, n_groups))
+
+    def agreement(w: np.ndarray, g_score: np.ndarray, g_count: np.ndarray) -> np.ndarray:
+        # w: [R, cells] person weights; g_*: [R, groups] weighted sums over everybody.
+        o_count = g_count[:, c_group] - w * n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = (g_score[:, c_group] - w * score) / o_count
+        valid = o_count > 1e-9
+        agree = np.where(share > 0.5, n_a + 0.5 * n_t,
+                         np.where(share < 0.5, n_b + 0.5 * n_t, 0.5 * n))
+        num = (w * np.where(valid, agree, 0.0)).sum(axis=1)
+        den = (w * np.where(valid, n, 0.0)).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return num / den
+
+    ones = np.ones((1, n_people))
+    est = float(agreement(ones[:, c_person], ones @ score_pg, ones @ count_pg)[0])
+    o_all = np.asarray(count_pg.sum(axis=0)).ravel()[c_group] - n
+    n_votes = int(n[o_all > 0].sum())
+    if reps <= 0 or n_votes == 0:
+        return est, math.nan, math.nan, n_votes
+    boot = np.empty(reps)
+    chunk = max(1, 5_000_000 // max(len(cell_index), n_groups, 1))
+    for s_, m in person_resamples(n_people, reps, seed, chunk):
+        boot[s_ : s_ + len(m)] = agreement(m[:, c_person], np.asarray(m @ score_pg),
+                                           np.asarray(m @ count_pg))
+    low, high = np.nanquantile(boot, [0.025, 0.975])
+    if math.isclose(high - low, 0.0, abs_tol=1e-12):
+        return est, math.nan, math.nan, n_votes
+    return est, float(low), float(high), n_votes
 
 
 def _logistic_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -328,25 +365,21 @@ def vote_agreement(
     key = pd.Series(np.where(a_first, lu, ru)) + "\x00" + np.where(a_first, ru, lu)
     group = pd.factorize(key)[0]
     y_a = np.where(a_first, y, 1 - y)
-    majority, n_others = leave_one_out_majority(group, person, y_a)
-    ceiling = np.where(np.isnan(majority), np.nan, _agree(np.nan_to_num(majority), y_a))
-    if np.isnan(ceiling).all():
+    ceiling = human_ceiling(group, person, y_a, len(people), reps, seed)
+    if ceiling[3] == 0:
         notes.append("no image and pair was judged by two or more people: no human ceiling")
-    n_pred = len(rows)  # metric groups and the model; the ceiling row follows
-    agree_all = np.column_stack(columns["agreement"] + [ceiling[:, None]])
-    rows.append({"name": "human ceiling (leave-one-out majority)", "kind": "ceiling",
-                 "members": "", "slope": math.nan})
     ll_all = np.column_stack(columns["loglik"])
     br_all = np.column_stack(columns["brier"])
     table = pd.DataFrame(rows)
-    for name, values in (("agreement", agree_all), ("loglik", ll_all), ("brier", br_all)):
+    for name, values in (("agreement", np.column_stack(columns["agreement"])),
+                         ("loglik", ll_all), ("brier", br_all)):
         est, low, high = person_bootstrap_means(values, person, len(people), reps, seed)
-        n = len(est)
-        table.loc[: n - 1, name] = est
-        table.loc[: n - 1, f"{name}_low"] = low
-        table.loc[: n - 1, f"{name}_high"] = high
-    table["n_votes"] = np.concatenate([
-        np.full(n_pred, len(v)), [int((~np.isnan(ceiling)).sum())]])
+        table[name], table[f"{name}_low"], table[f"{name}_high"] = est, low, high
+    table["n_votes"] = len(v)
+    table.loc[len(table)] = {"name": "human ceiling (leave-one-out majority)",
+                             "kind": "ceiling", "members": "", "n_votes": ceiling[3],
+                             "agreement": ceiling[0], "agreement_low": ceiling[1],
+                             "agreement_high": ceiling[2], "slope": math.nan}
     chance_ll, chance_brier = _loglik_brier(np.full(len(v), 0.5), y)
     table.loc[len(table)] = {"name": "chance (always 0.5)", "kind": "chance", "members": "",
                              "n_votes": len(v), "agreement": 0.5,

@@ -318,7 +318,7 @@ def expected_ceiling(votes: pd.DataFrame) -> float:
     For a vote whose pair the other people judged ``n`` times, with true probability ``p``
     of choosing the pair's first item: the chance of agreeing with their majority is
     ``p P(B > n/2) + (1 - p) P(B < n/2) + 0.5 P(B = n/2)`` with ``B ~ Binomial(n, p)``
-    (leave-one-person-out, like ``agreement.leave_one_out_majority``). Needs the
+    (leave-one-person-out, like ``agreement.human_ceiling``). Needs the
     ``p_left`` column of ``simulate_metric_crowd``; votes no one else saw are left out.
     """
     from scipy.stats import binom
@@ -337,3 +337,65 @@ def expected_ceiling(votes: pd.DataFrame) -> float:
     below = binom.cdf(np.ceil(n / 2) - 1, n, p)  # P(B < n/2)
     tie = 1 - above - below
     return float(np.mean(p * above + (1 - p) * below + 0.5 * tie))
+
+
+def check_agreement(
+    metrics: pd.DataFrame,
+    planted: str,
+    participants: Sequence[int],
+    reps: int = 20,
+    trials: int = 25,
+    strength: float = 1.5,
+    item_noise: float = 0.0,
+    boot_reps: int = 200,
+    resolution: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate crowds that follow ``planted`` and check the agreement analysis on them.
+
+    For every N in ``participants``, ``reps`` studies (study ``r`` at size ``N`` uses seed
+    ``SeedSequence([seed, N, r])``; the hidden item noise is drawn once). Returns
+    ``(per_study, summary)``: per study the planted metric's rank by 2AFC agreement (its
+    monotone group counts as one), the estimated human ceiling with its CI and the ceiling
+    the simulated noise implies; per N the share of studies with the planted metric first
+    (``p_planted_first``), the share whose ceiling CI holds the truth (``ceiling_coverage``)
+    and the mean ceiling error.
+    """
+    from .agreement import vote_agreement
+
+    if resolution is not None:
+        metrics = metrics[metrics["resolution"] == resolution]
+    quality = hidden_quality(metrics, planted, strength, item_noise, seed=seed)
+    jobs = [(int(n), r) for n in participants for r in range(reps)]
+    it = jobs
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(jobs, desc="simulate", unit="study")
+    rows = []
+    for n, r in it:
+        ss = np.random.SeedSequence([seed, n, r])
+        votes = simulate_metric_crowd(quality, n, trials, ss)
+        boot_seed = int(ss.generate_state(1)[0])
+        table, _ = vote_agreement(tidy_votes(votes, "simulated votes"), metrics,
+                                  reps=boot_reps, seed=boot_seed)
+        m = table[table["kind"] == "metric"].sort_values("agreement", ascending=False,
+                                                         kind="stable")
+        members = [str(x).split(", ") for x in m["members"]]
+        rank = next(i for i, g in enumerate(members, 1) if planted in g)
+        c = table[table["kind"] == "ceiling"].iloc[0]
+        truth = expected_ceiling(votes)
+        rows.append({"participants": n, "rep": r, "planted_rank": rank,
+                     "top": str(m["name"].iloc[0]), "ceiling": c["agreement"],
+                     "ceiling_low": c["agreement_low"], "ceiling_high": c["agreement_high"],
+                     "ceiling_truth": truth,
+                     "covered": bool(c["agreement_low"] <= truth <= c["agreement_high"])})
+    per = pd.DataFrame(rows)
+    per["first"] = per["planted_rank"] == 1
+    per["error"] = per["ceiling"] - per["ceiling_truth"]
+    summary = per.groupby("participants").agg(
+        studies=("rep", "size"), p_planted_first=("first", "mean"),
+        ceiling_coverage=("covered", "mean"), ceiling_error=("error", "mean"),
+        ceiling_truth=("ceiling_truth", "mean")).reset_index()
+    return per.drop(columns=["first", "error"]), summary
