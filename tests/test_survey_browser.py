@@ -13,6 +13,7 @@ Skips cleanly when selenium, chromium or chromedriver are not installed.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +90,9 @@ def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     run = make_fake_run(tmp / "run", size=IMAGE_HW, resolution=512)
     study = tmp / "study"
+    # Phones allowed: the 390x844 run gets the stacked one-column page, not the gate.
     create_study(run, study, resolution=512, trials_per_participant=N_TRIALS, validation=1,
-                 progress=False)
+                 allow_phone=True, progress=False)
     server = ServerProcess(study, threads=4, log_path=tmp / "server.log").start()
     ARTIFACTS.mkdir(exist_ok=True)
     try:
@@ -109,6 +111,8 @@ class Visit:
         self.device, self.name = device, name
         self.wait = WebDriverWait(driver, 20)
         self.step = 0
+        for old in ARTIFACTS.glob(f"survey_{name}_*.png"):  # a previous run's steps
+            old.unlink()
 
     def by_id(self, element_id: str):
         from selenium.webdriver.common.by import By
@@ -122,8 +126,24 @@ class Visit:
         assert path.stat().st_size > 1000
 
     def votes(self):
-        df = export_votes(self.study)
+        """This participant's stored answers, the practice one included."""
+        df = export_votes(self.study, include_practice=True)
         return df[df["external_id"] == self.name]
+
+    def tap_images(self, progress_text: str) -> None:
+        """Tap (or click) every visible image: no answer is stored, the page stays."""
+        before = len(self.votes())
+        for p in self.panes():
+            if p["shown"]:
+                self.tap(p["bx"] + p["bw"] * 0.3, p["by"] + p["bh"] * 0.6)
+        assert len(self.votes()) == before and self.progress().text == progress_text
+
+    def use(self, element_id: str, key: str) -> None:
+        """A control as this device would use it: a tap on the phone, the key on the desktop."""
+        if DEVICES[self.device]["touch"]:
+            self.control(element_id)
+        else:
+            self.press(key)
 
     def progress(self):
         from selenium.webdriver.common.by import By
@@ -169,7 +189,8 @@ class Visit:
     def control(self, element_id: str) -> None:
         """Use a control the way this device would: a tap on phones, a click with the mouse."""
         r = self.d.execute_script(
-            "const r = document.getElementById(arguments[0]).getBoundingClientRect();"
+            "const e = document.getElementById(arguments[0]); e.scrollIntoView({block: 'center'});"
+            "const r = e.getBoundingClientRect();"
             "return [r.left + r.width / 2, r.top + r.height / 2];", element_id)
         self.tap(*r)
 
@@ -184,9 +205,17 @@ def _assert_one_to_one(panes: list[dict], dpr: float, natural: list | None = Non
 
 
 def _offsets(panes: list[dict]) -> list[tuple[float, float, float]]:
-    """Where each image sits inside its pane (x, y, scale): equal when the views are in sync."""
-    return [(round(p["ix"] - p["bx"], 3), round(p["iy"] - p["by"], 3), round(p["iw"] / p["w"], 5))
-            for p in panes]
+    """Where each image sits inside its pane (x, y in CSS px) and its scale."""
+    return [(p["ix"] - p["bx"], p["iy"] - p["by"], p["iw"] / p["w"]) for p in panes]
+
+
+def _assert_in_sync(panes: list[dict], dpr: float) -> None:
+    """Every pane shows the same view: same scale, same place to within one device pixel
+    (each image is snapped to whole device pixels of its own, possibly fractional, pane)."""
+    (x0, y0, s0), *rest = _offsets(panes)
+    for x, y, s in rest:
+        assert s == pytest.approx(s0, rel=1e-6)
+        assert abs(x - x0) < 1 / dpr and abs(y - y0) < 1 / dpr
 
 
 def _screen_matches_image(visit: Visit, pane: dict) -> None:
@@ -201,12 +230,13 @@ def _screen_matches_image(visit: Visit, pane: dict) -> None:
     assert src.shape[:2] == (pane["h"], pane["w"])
     ix, iy = pane["ix"], pane["iy"]
     assert ix == int(ix) and iy == int(iy), "the image is not on whole pixels"
-    # The visible part: inside the pane and inside the image, whole pixels only; the pane
-    # caption (top left) is left out.
-    x0 = int(np.ceil(max(pane["bx"], ix)))
-    y0 = int(np.ceil(max(pane["by"] + 40, iy)))
-    x1 = int(np.floor(min(pane["bx"] + pane["bw"], ix + pane["w"])))
-    y1 = int(np.floor(min(pane["by"] + pane["bh"], iy + pane["h"])))
+    # The visible part: inside the pane and inside the image, one pixel in from either's
+    # edges (Chrome blends the outermost row of a drawn image and a fractional pane edge
+    # with the background); the caption (top left) is left out.
+    x0 = int(np.ceil(max(pane["bx"], ix))) + 1
+    y0 = int(np.ceil(max(pane["by"] + 40, iy))) + 1
+    x1 = int(np.floor(min(pane["bx"] + pane["bw"], ix + pane["w"]))) - 1
+    y1 = int(np.floor(min(pane["by"] + pane["bh"], iy + pane["h"]))) - 1
     assert x1 - x0 > 200 and y1 - y0 > 200
     seen = shot[y0:y1, x0:x1].astype(int)
     truth = src[y0 - int(iy):y1 - int(iy), x0 - int(ix):x1 - int(ix)].astype(int)
@@ -216,51 +246,62 @@ def _screen_matches_image(visit: Visit, pane: dict) -> None:
 @pytest.mark.browser
 @pytest.mark.parametrize("device", list(DEVICES))
 def test_participant_inspects_and_votes(site, device):
-    driver = _driver(device)
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
 
+    driver = _driver(device)
     dev = DEVICES[device]
     name = f"browser_{device}"
+    v = Visit(driver, site, device, name)
     try:
-        v = Visit(driver, site, device, name)
         driver.get(f"{v.server.url}/?pid={name}")
         assert driver.execute_script("return [innerWidth, innerHeight, devicePixelRatio]") \
             == [dev["width"], dev["height"], dev["dpr"]]
         v.shot("consent")
         v.by_id("consent").click()
         v.control("start")
-        progress = v.progress()
-        v.wait_images()
-        shown_hrefs = [p["href"] for p in v.panes()]
 
-        # --- 1:1 crops around the hole, both sides in sync, pixel exact on a dpr 1 screen.
+        # --- Practice: badged, not scored, feedback afterwards; a tap answers nothing.
+        progress = v.progress()
+        assert progress.text == "Practice" and "badge" in progress.get_attribute("class")
+        v.wait_images()
+        v.shot("practice")
+        v.tap_images("Practice")
+        preload = driver.execute_script(
+            "return Array.from(document.querySelectorAll('link[rel=preload][as=image]'))"
+            ".map(l => l.getAttribute('href'))")
+        v.control("choose-left")
+        v.wait.until(ec.presence_of_element_located(("id", "practice-feedback")))
+        v.shot("practice_feedback")
+        v.control("continue")
+
+        # --- Trial 1 at 1:1 around the hole, both sides in sync, pixel exact at dpr 1.
+        progress = v.progress()
+        assert progress.text == f"1 of {N_TRIALS}"
+        v.wait_images()
         panes = v.panes()
+        assert [p["href"] for p in panes] == preload  # the practice page preloaded this pair
         _assert_one_to_one(panes, dev["dpr"], driver.execute_async_script(NATURAL_JS))
-        assert len(set(_offsets(panes))) == 1
-        cx, cy = (int(driver.find_element("id", "viewer").get_attribute(a)) for a in ("data-cx", "data-cy"))
+        _assert_in_sync(panes, dev["dpr"])
+        viewer = v.by_id("viewer")
+        cx, cy = int(viewer.get_attribute("data-cx")), int(viewer.get_attribute("data-cy"))
         for p in panes:  # the crop centre lands in the middle of the pane (to a device pixel)
             assert p["ix"] + cx / dev["dpr"] == pytest.approx(p["bx"] + p["bw"] / 2, abs=1 / dev["dpr"])
             assert p["iy"] + cy / dev["dpr"] == pytest.approx(p["by"] + p["bh"] / 2, abs=1 / dev["dpr"])
         if dev["dpr"] == 1:
             for p in panes:
                 _screen_matches_image(v, p)
+        if dev["touch"]:  # phone: one column, the panes stacked
+            assert panes[0]["bx"] == panes[1]["bx"] and panes[1]["by"] > panes[0]["by"] + panes[0]["bh"] - 1
+        else:
+            assert panes[0]["by"] == panes[1]["by"] and panes[1]["bx"] > panes[0]["bx"]
         v.shot("crop_1to1")
-
-        # --- Taps and clicks on the images never answer (also in every mode below).
-        def tap_images():
-            for p in v.panes():
-                if p["shown"]:
-                    v.tap(p["bx"] + p["bw"] * 0.3, p["by"] + p["bh"] * 0.6)
-            assert v.votes().empty and v.progress().text == progress.text
-
-        tap_images()
+        v.tap_images(progress.text)
 
         # --- Loupe: zoom in (wheel / pinch), pan (drag / one finger); both sides follow.
-        if dev["touch"]:
-            v.control("mode-loupe")
-        else:
-            v.press("l")
+        v.use("mode-loupe", "l")
         before = v.panes()
         assert before[0]["iw"] / before[0]["w"] == pytest.approx(2 / dev["dpr"], rel=1e-4)
         p = before[0]
@@ -268,100 +309,138 @@ def test_participant_inspects_and_votes(site, device):
         if dev["touch"]:
             v.touch([[(mx - 20 * k, my), (mx + 20 * k, my)] for k in range(1, 6)])
         else:
-            from selenium.webdriver.common.action_chains import ActionChains
-            from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
-
             ActionChains(driver).scroll_from_origin(
                 ScrollOrigin.from_viewport(int(mx), int(my)), 0, -300).perform()
         zoomed = v.panes()
         assert zoomed[0]["iw"] > before[0]["iw"] * 1.5
-        assert len(set(_offsets(zoomed))) == 1
+        _assert_in_sync(zoomed, dev["dpr"])
         if dev["touch"]:
             v.touch([[(mx, my)], [(mx + 30, my + 10)], [(mx + 60, my + 20)]])
         else:
             v.mouse("mousePressed", mx, my)
             v.mouse("mouseMoved", mx + 30, my + 10)
             v.mouse("mouseMoved", mx + 60, my + 20)
-            v.mouse("mouseReleased", mx + 60, my + 20)
+            v.mouse("mouseReleased", mx + 60, my + 20, buttons=0)
         dragged = v.panes()
-        assert len(set(_offsets(dragged))) == 1
+        _assert_in_sync(dragged, dev["dpr"])
         assert dragged[0]["ix"] - zoomed[0]["ix"] == pytest.approx(60, abs=1)
         assert dragged[0]["iy"] - zoomed[0]["iy"] == pytest.approx(20, abs=1)
         v.shot("loupe")
-        tap_images()
+        v.tap_images(progress.text)
 
-        # --- Whole image, then back to the 1:1 crop.
-        if dev["touch"]:
-            v.control("mode-full")
-        else:
-            v.press("z")
-        full = v.panes()
-        for p in full:  # all of it inside the pane
+        # --- The whole image, then back to the 1:1 crop.
+        v.use("mode-full", "z")
+        for p in v.panes():  # all of it inside the pane
             assert p["ix"] >= p["bx"] - 0.5 and p["ix"] + p["iw"] <= p["bx"] + p["bw"] + 0.5
             assert p["iy"] >= p["by"] - 0.5 and p["iy"] + p["ih"] <= p["by"] + p["bh"] + 0.5
         v.shot("whole_image")
-        tap_images()
-        if dev["touch"]:
-            v.control("mode-crop")
-        else:
-            v.press("c")
-        assert _offsets(v.panes()) == _offsets(panes)
+        v.tap_images(progress.text)
+        v.use("mode-crop", "c")
+        assert _offsets(v.panes()) == pytest.approx(_offsets(panes))
 
-        # --- Flicker: one slot, A and B in exactly the same place; F or a tap swaps.
-        if dev["touch"]:
-            v.control("mode-flicker")
-        else:
-            v.press("f")
+        # --- Flicker: one slot, A and B in exactly the same place; F or the toggle swaps,
+        # and in this mode a tap on the picture swaps too (and still answers nothing).
+        v.use("mode-flicker", "f")
         a = v.panes()
         assert [p["shown"] for p in a] == [True, False]
-        assert (a[0]["bx"], a[0]["by"], a[0]["bw"]) == (a[1]["bx"], a[1]["by"], a[1]["bw"])
-        assert len(set(_offsets(a))) == 1
+        assert [a[0][k] for k in ("bx", "by", "bw", "bh")] == [a[1][k] for k in ("bx", "by", "bw", "bh")]
+        _assert_in_sync(a, dev["dpr"])
         v.shot("flicker_A")
-        if dev["touch"]:
-            v.control("flicker-toggle")
-        else:
-            v.press("f")
+        v.use("flicker-toggle", "f")
         assert [p["shown"] for p in v.panes()] == [False, True]
         v.shot("flicker_B")
-        tap_images()  # in flicker mode a tap swaps back to A (and answers nothing)
+        v.tap_images(progress.text)
         assert [p["shown"] for p in v.panes()] == [True, False]
 
-        # --- A hidden tab is timed (Page Visibility API).
+        # --- A hidden tab is timed (Page Visibility API): another tab in front for a while.
         first = driver.current_window_handle
         driver.switch_to.new_window("tab")
-        driver.execute_script("return 1")
-        import time
-
         time.sleep(0.6)
         driver.close()
         driver.switch_to.window(first)
 
-        # --- Answer this one in flicker mode by button, then the rest by key and button.
-        v.control("choose-right") if dev["touch"] else v.by_id("choose-right").click()
-        for i in range(1, N_TRIALS):
+        # --- Answer this one (still in flicker mode) by button, the rest by key and button.
+        v.control("choose-right")
+        for i in range(2, N_TRIALS + 1):
             v.wait.until(ec.staleness_of(progress))
             progress = v.progress()
-            assert progress.text == f"{i + 1} of {N_TRIALS}"
+            assert progress.text == f"{i} of {N_TRIALS}"
             v.wait_images()
-            hrefs = [p["href"] for p in v.panes()]
-            assert not set(hrefs) & set(shown_hrefs)
-            shown_hrefs += hrefs
-            tap_images() if i == 1 else None
             if i % 2:
-                v.press("1" if i % 4 == 1 else Keys.ARROW_LEFT)
-            else:
                 v.control("choose-right")
-            if i == 1:
+            else:
+                v.press("1" if i % 4 == 2 else Keys.ARROW_LEFT)
+            if i == 2:
                 v.shot("answered_by_key")
         code = v.wait.until(ec.presence_of_element_located(("id", "completion-code"))).text
         v.shot("done")
         assert len(code) >= 6
+    except Exception:
+        v.shot("FAILED")
+        raise
     finally:
         driver.quit()
 
-    df = v.votes().sort_values("trial_index")
-    assert len(df) == N_TRIALS
-    assert df["choice"].tolist() == ["right", "left", "right", "left", "right", "left"]
-    assert df["rt_ms_client"].notna().all()
+    df = v.votes().sort_values("trial")
+    assert df["kind"].tolist()[0] == "practice" and len(df) == N_TRIALS + 1
+    assert df["choice"].tolist() == ["left"] + ["right", "left"] * (N_TRIALS // 2)
+    assert df["rt_ms_client"].notna().all() and (df["dpr"] == dev["dpr"]).all()
     assert (df["viewport_w"] == dev["width"]).all() and (df["viewport_h"] == dev["height"]).all()
+    inspected, plain = df.iloc[1], df.iloc[2:]
+    assert inspected["display_mode"] == "flicker" and inspected["flicker_toggles"] == 2
+    assert inspected["zoom_max"] > 3 and inspected["hidden_ms"] >= 400
+    assert (plain["display_mode"] == "crop").all() and (plain["zoom_max"] == 1).all()
+    assert (plain["flicker_toggles"] == 0).all() and (plain["hidden_ms"] == 0).all()
 
+
+@pytest.mark.browser
+def test_without_javascript(site):
+    """Plain forms only: 1:1 crops around the hole by HTML/CSS alone, answers by the buttons."""
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver = _driver("desktop", javascript=False)
+    name = "browser_nojs"
+    v = Visit(driver, site, "desktop", name)
+    try:
+        driver.get(f"{v.server.url}/?pid={name}")
+        v.by_id("consent").click()
+        v.by_id("start").click()
+        for i in range(N_TRIALS + 1):
+            progress = v.progress()
+            assert progress.text == ("Practice" if i == 0 else f"{i} of {N_TRIALS}")
+            v.wait_images()
+            # The page's own script did not run (WebDriver's probes still can).
+            assert driver.execute_script("return document.documentElement.className") == ""
+            assert not v.by_id("toolbar").is_displayed()
+            panes = v.panes()
+            _assert_one_to_one(panes, 1.0)
+            viewer = v.by_id("viewer")
+            cx, cy = int(viewer.get_attribute("data-cx")), int(viewer.get_attribute("data-cy"))
+            for p in panes:  # x = y = 50 % and translate(-cx, -cy): the hole centre mid-pane
+                assert p["ix"] + cx == pytest.approx(p["bx"] + p["bw"] / 2, abs=1)
+                assert p["iy"] + cy == pytest.approx(p["by"] + p["bh"] / 2, abs=1)
+            if i <= 1:
+                v.shot("practice" if i == 0 else "trial")
+                v.tap_images(progress.text)
+            v.by_id("choose-left" if i % 2 == 0 else "choose-right").click()
+            if i == 0:
+                v.wait.until(ec.presence_of_element_located(("id", "practice-feedback")))
+                v.by_id("continue").click()
+            else:
+                v.wait.until(ec.staleness_of(progress))
+        code = v.wait.until(ec.presence_of_element_located(("id", "completion-code"))).text
+        v.shot("done")
+        assert len(code) >= 6
+    except Exception:
+        v.shot("FAILED")
+        raise
+    finally:
+        driver.quit()
+    df = v.votes().sort_values("trial")
+    assert len(df) == N_TRIALS + 1
+    assert df["choice"].tolist() == ["left", "right"] * (N_TRIALS // 2) + ["left"]
+    # Nothing measured in the page: those columns are empty, the server's own time is kept.
+    for col in ("rt_ms_client", "viewport_w", "dpr", "display_mode", "zoom_max",
+                "flicker_toggles", "hidden_ms"):
+        assert df[col].isna().all(), col
+    assert df["rt_ms_server"].notna().all()

@@ -39,6 +39,16 @@
     startForm.addEventListener("submit", function () { putViewport(startForm); });
   }
 
+  // Withdrawing ends the study for good: ask once (without the script the button just posts).
+  var withdraw = document.getElementById("withdraw-form");
+  if (withdraw) {
+    withdraw.addEventListener("submit", function (ev) {
+      if (!window.confirm("Stop taking part? The answers you gave so far are kept.")) {
+        ev.preventDefault();
+      }
+    });
+  }
+
   var form = document.getElementById("trial-form");
   var viewer = document.getElementById("viewer");
   if (!form || !viewer) { return; }
@@ -99,6 +109,10 @@
   // lands on whole device pixels so 1:1 stays pixel exact.
   function render() {
     var s = view.zoom / dpr;
+    var z = view.zoom;
+    // The read-out first: its text can re-wrap the tool bar and move the panes.
+    zoomLevel.textContent = Math.abs(z - 1) < 1e-6 ? "1:1 pixels"
+      : (z < 1 ? Math.round(z * 100) + " % (reduced)" : "\u00d7" + (Math.round(z * 10) / 10));
     panes.forEach(function (p) {
       var r = p.svg.getBoundingClientRect();
       var tx = Math.round((r.left + r.width / 2 - view.cx * s) * dpr) / dpr - r.left;
@@ -107,9 +121,6 @@
       p.el.classList.toggle("off", mode === "flicker" && p.side !== shown);
     });
     zoomMax = Math.max(zoomMax, view.zoom);
-    var z = view.zoom;
-    zoomLevel.textContent = Math.abs(z - 1) < 1e-6 ? "1:1 pixels"
-      : (z < 1 ? Math.round(z * 100) + " % (reduced)" : "\u00d7" + (Math.round(z * 10) / 10));
   }
 
   function setMode(next, keepView) {
@@ -275,11 +286,14 @@
     ev.preventDefault();
   });
 
-  window.addEventListener("resize", function () {
+  // A new window size or pixel ratio (browser zoom), or panes resized by the layout.
+  function relayout() {
     dpr = pixelRatio();
     if (mode === "full") { view.zoom = Math.min(1, fitZoom()); }
     render();
-  });
+  }
+  window.addEventListener("resize", relayout);
+  if (window.ResizeObserver) { new ResizeObserver(relayout).observe(panes[0].svg); }
 
   form.addEventListener("submit", function (ev) {
     if (sent) { ev.preventDefault(); return; }
