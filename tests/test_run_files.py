@@ -86,6 +86,9 @@ def test_table_and_study_files_follow_the_umask(run_dir, tmp_path, umask):
                  "--out", str(tmp_path / "study"), "--trials-per-participant", "3",
                  "--validation", "1"]) == 0
     assert stat.S_IMODE((tmp_path / "t.tex").stat().st_mode) == 0o644
+    # the caption is built from this run's run.json: the protocol it actually used
+    caption = (tmp_path / "t.tex").read_text().split(r"\caption{")[1]
+    assert "nearest-neighbour resampling" in caption and "hole of side N/3" in caption
     study = _modes(tmp_path / "study")
     assert study.get("study.json") == 0o644
     assert {v for k, v in study.items() if not k.startswith("instance")} == {0o644}
