@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-# The throwaway PostgreSQL server (fixtures pg_server, pg_url, db_url over SQLite and
-# PostgreSQL); a module beside this file.
-from pg_server import db_url, pg_server, pg_url  # noqa: F401
+# The throwaway PostgreSQL server (pg_server, pg_url) and the SQLite/PostgreSQL
+# parametrisation of survey databases (db_url, module_db_url); a module beside this file.
+from pg_server import db_url, module_db_url, pg_server, pg_url  # noqa: F401
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

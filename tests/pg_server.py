@@ -198,9 +198,25 @@ def pg_url(pg_server):
     pg_server.drop_database(name)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+DB_PARAMS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def _empty_database(request, folder: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{folder / 'votes.db'}"
+    server = request.getfixturevalue("pg_server")
+    name = server.create_database()
+    request.addfinalizer(lambda: server.drop_database(name))
+    return server.url(name)
+
+
+@pytest.fixture(params=DB_PARAMS)
 def db_url(request, tmp_path):
     """An empty database for one test, once on SQLite and once on PostgreSQL (URL)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'votes.db'}"
-    return request.getfixturevalue("pg_url")
+    return _empty_database(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=DB_PARAMS)
+def module_db_url(request, tmp_path_factory):
+    """Like ``db_url``, shared by the tests of one module (for module-scoped apps)."""
+    return _empty_database(request, tmp_path_factory.mktemp("db"))

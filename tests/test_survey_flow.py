@@ -29,13 +29,16 @@ def study_dir(tmp_path_factory):
 
 
 @pytest.fixture()
-def app(study_dir, tmp_path):
-    return create_app({
+def app(study_dir, db_url):
+    """The app on an empty database: every test here runs on SQLite and on PostgreSQL."""
+    app = create_app({
         "STUDY_DIR": str(study_dir),
         "SECRET_KEY": "k" * 40,
         "ADMIN_TOKEN": TOKEN,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'votes.db'}",
+        "DATABASE_URL": db_url,
     })
+    yield app
+    app.extensions["survey"].db.dispose()
 
 
 def _csrf(html: str) -> str:

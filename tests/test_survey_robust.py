@@ -27,14 +27,17 @@ TRAVERSAL = ["/image/../study.json", "/image/..%2f..%2fstudy.json", "/static/../
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, module_db_url):
+    """One app per database kind (SQLite, PostgreSQL): every test here runs on both."""
     root = tmp_path_factory.mktemp("robust")
     run = make_fake_run(root / "run", images=("alpha", "beta"))
     create_study(run, root / "study", resolution=128, trials_per_participant=6, validation=1,
                  progress=False)
-    return create_app({"STUDY_DIR": str(root / "study"), "SECRET_KEY": "r" * 40,
-                       "ADMIN_TOKEN": TOKEN, "VOTE_RATE": (1000, 1000.0),
-                       "START_RATE": (1000, 1000.0)})
+    app = create_app({"STUDY_DIR": str(root / "study"), "SECRET_KEY": "r" * 40,
+                      "ADMIN_TOKEN": TOKEN, "VOTE_RATE": (1000, 1000.0),
+                      "START_RATE": (1000, 1000.0), "DATABASE_URL": module_db_url})
+    yield app
+    app.extensions["survey"].db.dispose()
 
 
 @pytest.fixture(scope="module")
