@@ -148,6 +148,10 @@ def prepare(
     if dupes:
         raise UserError(f"{files[0].parent}: several files share the name {dupes[0]!r}; rename them")
     sources = {f.stem: _source_sha256(f) for f in files}
+    if spec.mask != "centre":  # an edited mask file must re-prepare like an edited photo
+        mask_dir = Path(spec.mask)
+        for m in sorted(mask_dir.rglob("*.png")):
+            sources[f"mask {m.relative_to(mask_dir).as_posix()}"] = _source_sha256(m)
     if _same_spec(out, spec, sources):
         manifest = pd.read_csv(out / "manifest.csv")
         old = json.loads((out / "prepare.json").read_text())

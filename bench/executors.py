@@ -80,6 +80,10 @@ class Executor(abc.ABC):
         """What ran the items, for run.json (kind, number of workers, address …)."""
         return {"kind": self.kind}
 
+    def status(self) -> str:
+        """A short live state for the progress bar (a cluster: workers busy/idle); "" if none."""
+        return ""
+
     def __enter__(self) -> Executor:
         return self
 
@@ -140,11 +144,18 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)  # parent gone: nothing to report to, leave at once
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    sys.exit(0)
+
+
 def _worker_main(conn: mpc.Connection, parent_pid: int, threads: int | None) -> None:
     """Loop of one worker: receive ``(fn, task_id, task)``, send ``(task_id, outcome)``."""
     _set_parent_death_signal()
     # Ctrl-C reaches the whole process group; only the parent decides what happens then.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # ``cancel`` terminates: leave through SystemExit so that finalizers run (they unlink the
+    # named semaphores that e.g. tqdm creates, which the resource tracker would warn about).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if os.getppid() != parent_pid:  # the parent died before the prctl call took effect
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()

@@ -116,10 +116,15 @@ def _flatten(obj: object, prefix: str = "") -> dict[str, object]:
     return {prefix: obj}
 
 
+_ABSENT = object()
+
+
 def _show(value: object) -> str:
+    if value is _ABSENT:
+        return "absent"
     if isinstance(value, float):
         return f"{value:.6g}"
-    text = "absent" if value is None else str(value)
+    text = "none" if value is None else str(value)
     return text if len(text) <= 24 else text[:12] + "…"
 
 
@@ -134,7 +139,7 @@ def difference(old: dict | None, new: dict) -> str | None:
         return "no settings in the old record"
     a, b = _flatten(old), _flatten(new)
     for key in [*b, *(k for k in a if k not in b)]:
-        va, vb = a.get(key), b.get(key)
+        va, vb = a.get(key, _ABSENT), b.get(key, _ABSENT)
         if va != vb and not (isinstance(va, float) and isinstance(vb, float) and math.isclose(va, vb)):
             if isinstance(va, str) and isinstance(vb, str) and len(va) == len(vb) == 64:
                 return f"{key} changed"  # a sha256: the digits mean nothing to a reader

@@ -10,10 +10,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from bench.cli import main
 from bench.io import read_image
@@ -293,3 +295,340 @@ def test_default_methods_on_the_embedded_sample_set(tmp_path, capsys):
     table = (tmp_path / "r" / "table.md").read_text()
     for m in runnable:
         assert f"| {m} |" in table
+
+
+# -- fingerprinted records (defect 1) ---------------------------------------------------------
+CORE = ["l1", "psnr", "ssim", "hole_l1", "hole_psnr"]
+FILL_MODULE = "hrbench_test_fill"  # generated per test: the "code" of test-weighted
+
+
+@register("test-weighted")
+class Weighted(Inpainter):
+    """Fills the hole with a grey from its weights file, its version, its code and the seed."""
+
+    version = "1"
+    code_modules = (FILL_MODULE,)
+
+    @classmethod
+    def weights_files(cls, context, arg=None):
+        path = Path(context.weights_dir or ".") / "test-weights.bin"
+        return [path] if path.is_file() else []
+
+    @classmethod
+    def unavailable_reason(cls, context, arg=None):
+        return None if cls.weights_files(context) else "weights missing: test-weights.bin"
+
+    def __init__(self, context=None, arg=None):
+        import importlib
+
+        super().__init__(context, arg)
+        self.offset = importlib.reload(importlib.import_module(FILL_MODULE)).OFFSET
+        self.base = self.weights_files(self.context)[0].read_bytes()[0]
+
+    def _inpaint(self, image, mask):
+        out = image.copy()
+        out[mask] = (self.base + 3 * int(self.version) + self.offset + self.context.seed) % 256
+        return out
+
+
+def _write_fill_module(folder: Path, offset: int) -> None:
+    # A different length each time: Python's bytecode cache keys on mtime and size.
+    (folder / f"{FILL_MODULE}.py").write_text(f"OFFSET = {offset}{' ' * offset}\n")
+
+
+@pytest.fixture
+def fingerprint_env(photo_dir, tmp_path, monkeypatch):
+    """Photos, a weights folder, mask files and the fill module; returns a config factory."""
+    from bench.runner import RunConfig
+
+    code = tmp_path / "code"
+    code.mkdir()
+    _write_fill_module(code, 10)
+    monkeypatch.syspath_prepend(str(code))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "test-weights.bin").write_bytes(bytes([100]))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(3):
+        m = np.zeros((96, 96), np.uint8)
+        m[30 + 5 * i : 60, 25:70] = 255
+        Image.fromarray(m).save(masks / f"img{i}.png")
+
+    def config(out: str, **kw) -> RunConfig:
+        base = dict(
+            images=str(photo_dir),
+            out=str(tmp_path / out),
+            methods=["telea", "test-weighted"],
+            resolutions=[32, 48],
+            jobs=1,
+            weights_dir=str(weights),
+            metrics=list(CORE),
+            plots=False,
+        )
+        return RunConfig(**{**base, **kw})
+
+    return SimpleNamespace(config=config, code=code, weights=weights, masks=masks, tmp=tmp_path)
+
+
+def _change_mask_file(env):
+    m = np.zeros((96, 96), np.uint8)
+    m[10:40, 10:40] = 255
+    Image.fromarray(m).save(env.masks / "img0.png")
+
+
+# (id, base settings, the change, which items are redone, what the reason names)
+FINGERPRINT_CASES = [
+    (
+        "hole fraction",
+        {},
+        lambda e, mp, c: setattr(c, "hole_fraction", 0.25),
+        "all",
+        "protocol.hole_fraction",
+    ),
+    ("resize", {}, lambda e, mp, c: setattr(c, "resize", "area"), "all", "protocol.resize nearest -> area"),
+    ("mask file", {"mask": "MASKS"}, lambda e, mp, c: _change_mask_file(e), "img0", "inputs.mask_sha256"),
+    (
+        "metric size",
+        {},
+        lambda e, mp, c: setattr(c, "metric_size", 24),
+        "all",
+        "protocol.metric_size none -> 24",
+    ),
+    ("seed", {}, lambda e, mp, c: setattr(c, "seed", 5), "all", "protocol.seed 0 -> 5"),
+    (
+        "weights file",
+        {},
+        lambda e, mp, c: (e.weights / "test-weights.bin").write_bytes(bytes([160])),
+        "test-weighted",
+        "method.weights_sha256.test-weights.bin changed",
+    ),
+    (
+        "method version",
+        {},
+        lambda e, mp, c: mp.setattr(Weighted, "version", "2"),
+        "test-weighted",
+        "method.version",
+    ),
+    (
+        "method code",
+        {},
+        lambda e, mp, c: _write_fill_module(e.code, 40),
+        "test-weighted",
+        "method.code_sha256",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", FINGERPRINT_CASES, ids=[c[0] for c in FINGERPRINT_CASES])
+def test_each_fingerprinted_setting_redoes_exactly_its_items(case, fingerprint_env, monkeypatch):
+    """Change one setting, rerun into the old folder: its items are redone (saying why), the
+    others reused, and the numbers equal a fresh run's with the new setting (defect 1)."""
+    from bench.records import verify
+    from bench.runner import run
+
+    _, base, change, redone, reason = case
+    env = fingerprint_env
+    base = {k: (str(env.masks) if v == "MASKS" else v) for k, v in base.items()}
+    first = run(env.config("old", **base), progress=False)
+    n = first.n_done
+    assert n == 12 and first.n_failed == 0  # 2 methods x 3 photos x 2 resolutions
+    assert run(env.config("old", **base), progress=False).counts_line() == f"0 done, {n} reused, 0 redone"
+
+    cfg, fresh_cfg = env.config("old", **base), env.config("fresh", **base)
+    change(env, monkeypatch, cfg)
+    again = run(cfg, progress=False)
+    change(env, monkeypatch, fresh_cfg)  # idempotent for the changes made outside the config
+    fresh = run(fresh_cfg, progress=False)
+
+    items = pd.read_csv(env.tmp / "old" / "items.csv")
+    column = "image" if redone == "img0" else "method"
+    expected = n if redone == "all" else int((items[column] == redone).sum())
+    assert 0 < expected and (again.n_redone, again.n_reused, again.n_done) == (expected, n - expected, 0)
+    assert len(again.redo_reasons) == 1 and reason in next(iter(again.redo_reasons)), again.redo_reasons
+    assert again.counts_line().endswith(f"{expected} redone ({next(iter(again.redo_reasons))})")
+    assert fresh.n_done == n
+    for name, cols in (("metrics.csv", METRIC_KEY + ["value"]), ("items.csv", ["fingerprint"])):
+        old, new = (pd.read_csv(env.tmp / d / name)[cols] for d in ("old", "fresh"))
+        pd.testing.assert_frame_equal(old, new)
+    assert verify(env.tmp / "old") == [] and verify(env.tmp / "fresh") == []
+
+
+METRIC_KEY = ["method", "resolution", "image", "metric"]
+
+
+def _snapshot(run: Path) -> dict[str, int]:
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+
+
+def test_cli_rerun_with_other_settings_redoes_and_says_why(photo_dir, tmp_path, capsys):
+    """Defect 1 as reported: the second command used to reuse every item and keep the old table."""
+    run = tmp_path / "run"
+    base = ["run", "--images", str(photo_dir), "--out", str(run), "--methods", "telea", "--resolutions", "48"]
+    base += ["--no-lpips", "--no-plots", "-q", "--jobs", "1"]
+    code, out, err = _run(base, capsys)
+    assert code == 0 and "(3 done, 0 reused, 0 redone;" in err, err
+    code, out, err = _run([*base, "--hole-fraction", "0.25"], capsys)
+    assert code == 0 and "(0 done, 0 reused, 3 redone (protocol.hole_fraction 0.333333 -> 0.25);" in err, err
+    fresh = tmp_path / "fresh"
+    _run([*base, "--hole-fraction", "0.25", "--out", str(fresh)], capsys)
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv"), pd.read_csv(fresh / "metrics.csv"))
+    assert (run / "table.md").read_text() == (fresh / "table.md").read_text()
+    assert json.loads((run / "run.json").read_text())["config"]["hole_fraction"] == 0.25
+
+    # --no-redo: one line naming the setting, exit 2, and the folder is left exactly as it was
+    before = _snapshot(run)
+    code, out, err = _run([*base, "--resize", "area", "--no-redo"], capsys)
+    assert code == 2 and "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("hrbench: error:")]
+    assert len(lines) == 1 and "protocol.resize nearest -> area" in lines[0], err
+    assert _snapshot(run) == before
+    code, out, err = _run([*base, "--hole-fraction", "0.25", "--no-redo"], capsys)
+    assert code == 0 and "(0 done, 3 reused, 0 redone;" in err
+
+
+def test_unreadable_photo_is_skipped_and_listed(photo_dir, tmp_path, capsys):
+    """Defect 7: one broken file used to abort the whole run."""
+    (photo_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG")
+    run = tmp_path / "run"
+    args = ["run", "--images", str(photo_dir), "--out", str(run), "--methods", "test-mean"]
+    code, out, err = _run(
+        [*args, "--resolutions", "32", "--no-lpips", "--no-plots", "-q", "--jobs", "1"], capsys
+    )
+    assert code == 0, err
+    assert "skipped image broken: " in err and "cannot read image" in err
+    info = json.loads((run / "run.json").read_text())
+    assert [s["image"] for s in info["unreadable_images"]] == ["broken"]
+    assert "cannot read image" in info["unreadable_images"][0]["reason"]
+    assert set(pd.read_csv(run / "items.csv").image) == {"img0", "img1", "img2"}
+
+
+# -- executors and clean shutdown (defect 3) --------------------------------------------------
+def test_local_pool_reports_failures_and_survives_a_dead_worker():
+    from bench.executors import InlineExecutor, LocalPool, TaskFailed
+
+    # eval: a function the spawned workers can import without importing this test module
+    die = "__import__('os').kill(__import__('os').getpid(), 9)"  # e.g. killed for memory
+    tasks = [f"{x} * {x}" for x in range(6)] + ["1 / 0", die]
+    with LocalPool(2) as pool:
+        got = dict(pool.run(eval, tasks))
+        pids = pool.pids
+    assert {t: got[t] for t in tasks[:6]} == {f"{x} * {x}": x * x for x in range(6)}
+    assert got["1 / 0"].error == "ZeroDivisionError: division by zero" and "Traceback" in got["1 / 0"].detail
+    assert isinstance(got[die], TaskFailed) and "worker process died (exit code -9)" in got[die].error
+    assert len(pids) == 2 and not [p for p in pids if _alive(p)]
+    with InlineExecutor() as inline:
+        assert list(inline.run(eval, ["1 + 1", "2 + 2"])) == [("1 + 1", 2), ("2 + 2", 4)]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its new parent to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields_ = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields_[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+POOL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from bench.methods import Inpainter, register
+
+    @register("slow-mean")
+    class Slow(Inpainter):
+        def _inpaint(self, image, mask):
+            time.sleep(1.0)
+            out = image.copy()
+            out[mask] = 128
+            return out
+
+    if __name__ == "__main__":  # workers import this file too (spawn): they only register
+        from bench.cli import main
+
+        sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def _start_pool_run(photo_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, list[int]]:
+    """`hrbench run` with 2 worker processes of a slow method, once both are busy."""
+    script = tmp_path / "pool_run.py"
+    script.write_text(POOL_SCRIPT)
+    run = tmp_path / "run"
+    args = [sys.executable, str(script), "run", "--images", str(photo_dir), "--out", str(run)]
+    args += [
+        "--resolutions",
+        "16",
+        "24",
+        "32",
+        "40",
+        "--methods",
+        "slow-mean",
+        "--metrics",
+        "l1",
+        "--no-plots",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(
+        [*args, "-q", "--jobs", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(run.glob("records/*/*/*.json")):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    kids = _children(proc.pid)
+    assert len(kids) >= 2, "the workers (and multiprocessing's resource tracker) should be running"
+    return proc, run, kids
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.time() + timeout
+    while time.time() < deadline and [p for p in pids if _alive(p)]:
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.slow  # starts `hrbench run` and its workers: tens of seconds of imports on 2 cores
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_the_run_takes_its_workers_down(photo_dir, tmp_path):
+    """Defect 3: workers (~700 MB each) and the resource tracker outlived a killed parent."""
+    proc, run, kids = _start_pool_run(photo_dir, tmp_path)
+    proc.kill()
+    proc.wait()
+    assert _wait_gone(kids, timeout=5) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_stops_within_seconds_and_keeps_finished_items(photo_dir, tmp_path):
+    proc, run, kids = _start_pool_run(photo_dir, tmp_path)
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole foreground group
+    _, err = proc.communicate(timeout=30)
+    # Most of the time left is the interpreter unloading torch; the workers go at once.
+    assert time.time() - t0 < 10 and proc.returncode == 130, err
+    assert "interrupted; rerun the same command to resume" in err
+    assert "Traceback" not in err and "leaked" not in err
+    assert _wait_gone(kids, timeout=5) == []
+    done = list(run.glob("records/*/*/*.json"))
+    items = pd.read_csv(run / "items.csv")
+    assert 1 <= len(done) == len(items) < 12 and (items.status == "ok").all()
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
