@@ -309,7 +309,11 @@ def vote_agreement(
     v = votes[ok].reset_index(drop=True)
     names = [names[j] for j in keep]
     sign = np.array([1.0 if higher_is_better(n) else -1.0 for n in names])
-    diff = (left[ok][:, keep] - right[ok][:, keep]) * sign  # > 0: the metric prefers left
+    with np.errstate(invalid="ignore"):
+        diff = (left[ok][:, keep] - right[ok][:, keep]) * sign  # > 0: the metric prefers left
+    # PSNR is infinite for an exact copy: keep the preferred side, cap the size for the fit.
+    finite = np.where(np.isfinite(diff), np.abs(diff), 0.0).max(axis=0)
+    diff = np.where(np.isnan(diff), 0.0, np.clip(diff, -2 * finite - 1, 2 * finite + 1))
     y = _choice_score(v["outcome"].to_numpy())
     people, person = np.unique(v["participant"].to_numpy(dtype=str), return_inverse=True)
     fold = np.random.default_rng(seed).permutation(len(people))[person] % max(2, folds)
