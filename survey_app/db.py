@@ -153,6 +153,19 @@ class Database:
                 s.close()
 
     @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only transaction in which every statement sees the same committed state.
+
+        PostgreSQL: ``REPEATABLE READ READ ONLY`` (its default, READ COMMITTED, takes a new
+        snapshot per statement); SQLite: a plain read transaction, which in WAL mode keeps
+        the snapshot of its first read. Writers go on meanwhile; for exports of a live study.
+        """
+        opts = {} if self.is_sqlite else {"isolation_level": "REPEATABLE READ",
+                                           "postgresql_readonly": True}
+        with self.engine.connect().execution_options(**opts) as conn, conn.begin():
+            yield conn
+
+    @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """A Core connection in a write transaction (committed on success) for hot paths."""
         with self._write_lock, self._write_engine.begin() as conn:

@@ -146,8 +146,8 @@ def export_votes(source, *, db_url: str | None = None, study_uid: str | None = N
             q = q.where(Study.uid == uid)
         if not include_practice:
             q = q.where(Trial.kind != "practice")
-        with db.session_scope() as s:
-            rows = s.execute(q).all()
+        with db.snapshot() as conn:  # one consistent state of a live study
+            rows = conn.execute(q).all()
     except SQLAlchemyError as exc:
         raise UserError(f"{db.engine.url}: cannot read votes ({type(exc).__name__}); "
                         "is this the study's database?") from None

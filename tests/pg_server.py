@@ -44,7 +44,8 @@ def find_pg_bin() -> Path | None:
         return Path(env) if (Path(env) / "initdb").exists() else None
     on_path = shutil.which("initdb")
     if on_path and shutil.which("pg_ctl"):
-        return Path(on_path).parent
+        # Resolved: a symlink on PATH may point into a folder that also holds pg_dump.
+        return Path(on_path).resolve().parent
     # Debian/Ubuntu keep the server binaries off PATH, one folder per major version.
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                    key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
