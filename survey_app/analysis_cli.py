@@ -39,9 +39,9 @@ def _study_config(source: Path) -> dict:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def load_votes(source: Path) -> pd.DataFrame:
-    """Votes of a CSV file, or of a study folder: the site's database through its exporter,
-    else ``STUDY/votes.csv``."""
+def load_votes(source: Path, db_url: str | None = None) -> pd.DataFrame:
+    """Votes of a CSV file, or of a study folder: the site's database (``db_url``, else the
+    study's SQLite file) through its exporter, else ``STUDY/votes.csv``."""
     from bench.ranking import read_votes
 
     if not source.exists():
@@ -53,9 +53,9 @@ def load_votes(source: Path) -> pd.DataFrame:
         from .export import export_votes
 
         try:
-            return export_votes(source)
+            return export_votes(source, db_url=db_url)
         except UserError:
-            if not csv.is_file():
+            if db_url or not csv.is_file():  # an explicit --db must work or say why
                 raise
     if not csv.is_file():
         raise UserError(
@@ -90,7 +90,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from bench.ranking.report import table_markdown, write_fit_outputs
 
     source = Path(args.source)
-    votes = load_votes(source)
+    if args.db and not (source / "study.json").is_file():
+        raise UserError(f"--db: {source} is not a study folder; --db reads a study's votes "
+                        "from its database")
+    votes = load_votes(source, args.db)
     cfg = _study_config(source)
     metrics_src = args.metrics
     if metrics_src is None and cfg:
@@ -214,6 +217,8 @@ def register_analysis_commands(survey_subparsers: argparse._SubParsersAction) ->
         "(a tie counts as half a win for each side).",
     )
     p.add_argument("source", help="votes CSV or STUDY folder")
+    p.add_argument("--db", default=None,
+                   help="with a STUDY folder: its database URL if served with --db")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--level", choices=("method", "item"), default="method",
                    help="rank methods (items METHOD/IMAGE pooled over images) or items")

@@ -189,3 +189,23 @@ def test_pg_dump_backup_restores_into_a_new_database(study, pg_server, pg_url, t
         app2.extensions["survey"].db.dispose()
     finally:
         pg_server.drop_database(restored)
+
+
+@pytest.mark.postgres
+def test_export_and_fit_read_the_database_given_by_db(study, pg_url, tmp_path):
+    app = create_app({"STUDY_DIR": str(study), "SECRET_KEY": "k" * 40, "DATABASE_URL": pg_url,
+                      "START_RATE": (1000, 1000.0), "VOTE_RATE": (1000, 1000.0)})
+    errors: list[BaseException] = []
+    for seed in range(4):
+        _answer_everything(app, seed, errors)
+    assert not errors
+    app.extensions["survey"].db.dispose()
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")  # what users type
+    out = tmp_path / "votes.csv"
+    assert cli_main(["survey", "export", str(study), "--db", plain, "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == len(export_votes(pg_url, study_uid=app.extensions[
+        "survey"].spec.uid))
+    fit = tmp_path / "fit"
+    assert cli_main(["survey", "fit", str(study), "--db", plain, "--out", str(fit),
+                     "--reps", "20"]) == 0
+    assert any(fit.iterdir())
