@@ -444,3 +444,51 @@ def test_without_javascript(site):
                 "flicker_toggles", "hidden_ms"):
         assert df[col].isna().all(), col
     assert df["rt_ms_server"].notna().all()
+
+
+@pytest.mark.browser
+def test_phone_is_turned_away_politely_when_phones_are_not_allowed(tmp_path):
+    """The consent page's script sends the viewport with Start; the study's gate answers."""
+    from selenium.webdriver.support import expected_conditions as ec
+
+    run = make_fake_run(tmp_path / "run", size=(96, 128))
+    study = tmp_path / "study"
+    create_study(run, study, resolution=128, trials_per_participant=4, validation=1,
+                 progress=False)
+    server = ServerProcess(study, threads=2, log_path=tmp_path / "server.log").start()
+    driver = _driver("phone")
+    v = Visit(driver, (server, study), "phone", "browser_gate")
+    try:
+        driver.get(f"{server.url}/?pid=browser_gate")
+        v.by_id("consent").click()
+        v.control("start")
+        text = v.wait.until(ec.presence_of_element_located(("id", "small-screen"))).text
+        v.shot("small_screen")
+        assert "390" in text and "844" in text
+    finally:
+        driver.quit()
+        server.stop()
+    assert export_votes(study, include_practice=True).empty
+
+
+@pytest.mark.browser
+def test_admin_page_fits_a_phone(site):
+    """Wide tables scroll inside their own box; the page itself never scrolls sideways."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    server, study = site
+    driver = _driver("phone")
+    v = Visit(driver, site, "phone", "browser_admin")
+    try:
+        driver.get(f"{server.url}/admin/")
+        token = (study / "instance" / "admin_token").read_text(encoding="utf-8").strip()
+        driver.find_element(By.NAME, "token").send_keys(token)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        v.wait.until(ec.presence_of_element_located(("id", "progress-table")))
+        v.shot("admin")
+        width = driver.execute_script("return document.documentElement.scrollWidth")
+        assert width <= DEVICES["phone"]["width"]
+        assert driver.execute_script("return document.querySelectorAll('.table-wrap').length") >= 3
+    finally:
+        driver.quit()

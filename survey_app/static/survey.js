@@ -120,6 +120,7 @@
       p.image.setAttribute("transform", "translate(" + tx + " " + ty + ") scale(" + s + ")");
       p.el.classList.toggle("off", mode === "flicker" && p.side !== shown);
     });
+    viewer.classList.toggle("reduced", z < 1 - 1e-6);
     zoomMax = Math.max(zoomMax, view.zoom);
   }
 
