@@ -70,9 +70,11 @@ def test_calibrated_prediction_recovers_the_planted_slope_and_beats_chance():
     scores = R.bt_point_scores(votes[["participant", "left", "right", "choice"]])
     table, notes = _agreement(metrics, votes, reps=100, scores=scores)
     t = table.set_index("name")
-    ssim = metrics[metrics["metric"] == "ssim"]["value"]
-    # P(left) = sigmoid(1.5 * (z_l - z_r)), z = standardised ssim: slope 1.5 / sd per unit.
-    assert t.loc["ssim", "slope"] == pytest.approx(1.5 / ssim.std(ddof=0), rel=0.1)
+    ssim = metrics[metrics["metric"] == "ssim"]
+    within = ssim["value"] - ssim.groupby("image")["value"].transform("mean")
+    # P(left) = sigmoid(1.5 * (z_l - z_r)), z = ssim over its within-image spread: the slope
+    # per unit of ssim is 1.5 / that spread.
+    assert t.loc["ssim", "slope"] == pytest.approx(1.5 / np.sqrt((within**2).mean()), rel=0.1)
     chance = t.loc["chance (always 0.5)"]
     assert chance["loglik"] == pytest.approx(-np.log(2)) and chance["brier"] == 0.25
     for name in ("ssim", "psnr", "Bradley-Terry (method level)"):

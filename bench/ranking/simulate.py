@@ -255,8 +255,9 @@ def hidden_quality(metrics: pd.DataFrame, planted: str, strength: float = 1.5,
                    item_noise: float = 0.0, resolution: int | None = None,
                    seed: int = 0) -> pd.Series:
     """The crowd's hidden quality per (method, image): the planted metric, oriented by its
-    direction and standardised, times ``strength`` (logits per SD), plus ``N(0, item_noise)``
-    per item (what the metric misses but everybody sees)."""
+    direction, centred per image and divided by its pooled within-image standard deviation
+    (people only ever compare outputs of one image), times ``strength`` (logits per SD),
+    plus ``N(0, item_noise)`` per item (what the metric misses but everybody sees)."""
     m = metrics[metrics["metric"] == planted]
     if resolution is not None:
         m = m[m["resolution"] == resolution]
@@ -264,7 +265,8 @@ def hidden_quality(metrics: pd.DataFrame, planted: str, strength: float = 1.5,
         raise UserError(f"--planted: metric {planted!r} has no values in the metrics table")
     v = m.groupby(["method", "image"])["value"].mean()
     v = v if higher_is_better(planted) else -v
-    z = (v - v.mean()) / (v.std(ddof=0) or 1.0)
+    centred = v - v.groupby(level="image").transform("mean")
+    z = centred / (float(np.sqrt((centred**2).mean())) or 1.0)
     rng = np.random.default_rng(seed)
     return strength * z + item_noise * rng.standard_normal(len(z))
 
