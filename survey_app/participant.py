@@ -89,7 +89,7 @@ def _float_field(name: str, lo: float, hi: float) -> float | None:
     raw = (request.form.get(name) or "").strip()
     if not raw:
         return None
-    if len(raw) > 16 or not re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):
+    if len(raw) > 24 or not re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):
         abort(400, description=f"field {name!r} must be a decimal number")
     value = float(raw)
     if not lo <= value <= hi:
