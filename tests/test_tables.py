@@ -62,6 +62,9 @@ def test_renderers_share_one_model():
     tex = to_latex(t)
     assert r"m\_1 & \textbf{1.0} & 2 \\" in tex and r"\caption{cap 5\%}" in tex and "note" not in tex
     assert render(t, "latex") == tex
+    assert tex.startswith("\\begin{table}[t]") and tex.endswith("\\end{table}\n")
+    wide = to_latex(Table(["M", *"abcdefgh"], [["m", *"12345678"]]))
+    assert wide.startswith("\\begin{table*}[t]\n\\centering\n\\small") and wide.endswith("\\end{table*}\n")
     with pytest.raises(ValueError):
         Table(["a", "b"], [["only one"]])
 
