@@ -161,7 +161,7 @@ def to_latex(table: Table) -> str:
     env = "table*" if wide else "table"
     lines = [rf"\begin{{{env}}}[t]", r"\centering"]
     if wide:
-        lines += [r"\small", r"\setlength{\tabcolsep}{4pt}"]
+        lines += [r"\footnotesize", r"\setlength{\tabcolsep}{3pt}"]
     lines += [r"\begin{tabular}{" + spec + "}", r"\hline"]
     if table.groups:
         lines.append(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from bench.report import build_table, table
 from bench.tables import Cell, Table, latex_escape, render, to_csv, to_latex, to_markdown
+
+REPO = Path(__file__).resolve().parent.parent
 
 NASTY = "a_b~c%d&e#f$g{h}i^j\\k σ ± – — × ≥ 2² --x"
 
@@ -64,7 +67,8 @@ def test_renderers_share_one_model():
     assert render(t, "latex") == tex
     assert tex.startswith("\\begin{table}[t]") and tex.endswith("\\end{table}\n")
     wide = to_latex(Table(["M", *"abcdefgh"], [["m", *"12345678"]]))
-    assert wide.startswith("\\begin{table*}[t]\n\\centering\n\\small") and wide.endswith("\\end{table*}\n")
+    assert wide.startswith("\\begin{table*}[t]\n\\centering\n\\footnotesize")
+    assert wide.endswith("\\end{table*}\n")
     with pytest.raises(ValueError):
         Table(["a", "b"], [["only one"]])
 
@@ -102,3 +106,18 @@ def test_latex_compiles_with_pdflatex(tmp_path):
     assert (tmp_path / "t.pdf").stat().st_size > 1000
     log = (tmp_path / "t.log").read_text(errors="replace")
     assert "Missing character" not in log and "Undefined control sequence" not in log
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="pdflatex not installed (Debian texlive-latex-base)")
+def test_reference_table_fits_a_two_column_page(tmp_path):
+    """Table 1 at four resolutions (13 columns) spans a two-column paper without overflowing."""
+    tex = table(REPO / "results" / "reference", "latex")
+    (tmp_path / "t.tex").write_text("\\documentclass[twocolumn]{article}\n\\begin{document}\n"
+                                    + tex + "Text.\n\\end{document}\n", encoding="utf-8")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    log = (tmp_path / "t.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log, log[log.index("Overfull"):][:300]
