@@ -188,9 +188,8 @@ def _metric_size_note(size: int) -> str:
 
 def render_csv(df: pd.DataFrame, metrics=TABLE_METRICS) -> str:
     s = summarize(df[df["metric"].isin(metrics)])
-    return s[["method", "resolution", "metric", "mean", "ci_low", "ci_high", "n"]].to_csv(
-        index=False, float_format="%.6g"
-    )
+    columns = ["method", "resolution", "metric", "mean", "ci_low", "ci_high", "n"]
+    return render(Table.from_frame(s[columns]), "csv")
 
 
 def table(run_dir: str | Path, fmt: str = "md", metrics=TABLE_METRICS, ci: bool = False) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import numbers
 from dataclasses import dataclass, field
 
 FORMATS = ("md", "csv", "latex")
@@ -51,6 +53,18 @@ class Table:
                 raise ValueError(f"row {row[:1]} has {len(row)} cells, the table {width} columns")
         if self.groups and sum(span for _, span in self.groups) != width - 1:
             raise ValueError("groups must span exactly the columns after the first")
+
+    @classmethod
+    def from_frame(cls, df, float_format: str = ".6g", **kwargs) -> Table:
+        """A data table (e.g. a pandas DataFrame) as a Table: floats as ``float_format``, NaN empty."""
+
+        def text(v) -> str:
+            if isinstance(v, numbers.Integral) or not isinstance(v, numbers.Real):
+                return str(v)
+            return "" if math.isnan(v) else format(v, float_format)
+
+        rows = [[text(v) for v in row] for row in df.itertuples(index=False)]
+        return cls([str(c) for c in df.columns], rows, **kwargs)
 
     def flat_columns(self) -> list[str]:
         if not self.groups:

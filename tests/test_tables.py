@@ -73,6 +73,13 @@ def test_renderers_share_one_model():
         Table(["a", "b"], [["only one"]])
 
 
+def test_from_frame_matches_pandas_csv():
+    import numpy as np
+
+    df = pd.DataFrame({"m": ["a,b", "c"], "n": [6, 7], "v": [1 / 3, np.nan], "f": [np.float32(2.5), 1e-9]})
+    assert render(Table.from_frame(df), "csv") == df.to_csv(index=False, float_format="%.6g")
+
+
 def test_caption_states_protocol_only_markdown_keeps_notes():
     df, info = _run_frame()
     t = build_table(df, info)
