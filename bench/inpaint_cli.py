@@ -68,23 +68,11 @@ def _output_path(out: str, image: Path, method: str) -> Path:
     return path
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """``a`` and ``b`` name one file: same path after resolving links, or the same inode."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def check_output(out: Path, inputs: dict[str, Path], force: bool) -> None:
     """Refuse to write ``out`` over an input (ever) or over an existing file (without --force)."""
-    for role, path in inputs.items():
-        if _same_file(out, path):
-            raise UserError(
-                f"-o {out}: this is the input {role} ({path}); choose another output file or folder"
-            )
+    from .io import refuse_input
+
+    refuse_input(out, inputs)
     if out.is_dir():
         raise UserError(f"-o {out}: is a folder; give a file name ending in .png or .jpg")
     if out.exists() and not force:

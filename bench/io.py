@@ -142,6 +142,26 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """``a`` and ``b`` name one file: the same path once links are resolved, or one inode."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_input(out: str | os.PathLike, inputs: dict[str, str | os.PathLike], option: str = "-o") -> None:
+    """Raise ``UserError`` if writing ``out`` would replace one of ``inputs`` (role -> path)."""
+    for role, path in inputs.items():
+        if same_file(out, path):
+            raise UserError(
+                f"{option} {out}: this is the input {role} ({path}); choose another output file"
+            )
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write ``uint8[H, W, 3]`` RGB (or ``uint8/bool[H, W]``) atomically; format from suffix."""
     path = Path(path)
