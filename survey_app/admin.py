@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from datetime import datetime
 
 import pandas as pd
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
@@ -118,21 +119,17 @@ def logout():
     return redirect(url_for(".login"), code=303)
 
 
+def _when(iso: str | None) -> datetime | None:
+    """An export time stamp (ISO text, or missing) as a datetime for the page."""
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ") if isinstance(iso, str) else None
+
+
 @admin_bp.get("/")
 def dashboard():
-    from .export import export_votes, person_flags
+    from .export import export_participants, export_votes
 
     st = state()
     with st.db.session_scope() as s:
-        roster = s.execute(
-            select(Participant.id, Participant.external_id, Participant.platform,
-                   Participant.platform_study_id, Participant.platform_session_id,
-                   Participant.outcome, Participant.completion_code, Participant.excluded,
-                   Participant.exclusion_reason, Participant.created_at,
-                   Participant.finished_at)
-            .where(Participant.study_id == st.study_id)
-            .order_by(Participant.id)
-        ).all()
         n_screened = s.scalar(
             select(func.count()).select_from(Screening).where(Screening.study_id == st.study_id)
         )
@@ -158,16 +155,14 @@ def dashboard():
         ).all()
     votes = export_votes(st.db, study_uid=st.spec.uid)
     ranking, ranking_kind = live_ranking(votes)
-    flags = person_flags(votes)
-    answers = votes.groupby("participant").size() if len(votes) else {}
+    roster = export_participants(st.db, study_uid=st.spec.uid)
     participants = [
-        {"id": r.id, "external_id": r.external_id, "platform": r.platform,
+        {"id": r.participant, "external_id": r.external_id, "platform": r.platform,
          "platform_study": r.platform_study_id, "platform_session": r.platform_session_id,
          "outcome": r.outcome, "code": r.completion_code, "excluded": r.excluded,
-         "reason": r.exclusion_reason, "n_answers": int(answers.get(r.id, 0)),
-         "flags": flags["flags"].get(r.id, "") if len(flags) else "",
-         "started": r.created_at, "finished": r.finished_at}
-        for r in roster
+         "reason": r.exclusion_reason, "n_answers": r.answers, "flags": r.flags,
+         "started": _when(r.started), "finished": _when(r.finished)}
+        for r in roster.itertuples()
     ]
     pairs = [
         {
@@ -197,17 +192,29 @@ def dashboard():
     )
 
 
+@export_bp.get("/participants.csv")
+def participants_csv():
+    from .export import export_participants
+
+    st = state()
+    return _csv(export_participants(st.db, study_uid=st.spec.uid), "participants")
+
+
 @export_bp.get("/votes.csv")
 def votes_csv():
     from .export import export_votes
 
     st = state()
-    df = export_votes(st.db, study_uid=st.spec.uid)
+    return _csv(export_votes(st.db, study_uid=st.spec.uid), "votes")
+
+
+def _csv(df: pd.DataFrame, name: str) -> Response:
     buf = io.StringIO()
     df.to_csv(buf, index=False)
     return Response(
         buf.getvalue(),
         mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="votes-{st.spec.uid}.csv"'},
+        headers={"Content-Disposition":
+                 f'attachment; filename="{name}-{state().spec.uid}.csv"'},
     )
 

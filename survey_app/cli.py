@@ -146,12 +146,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_votes, write_votes_csv
+    from .export import export_participants, export_votes, write_votes_csv
 
     df = export_votes(args.study, db_url=args.db)
     write_votes_csv(df, args.out)
     n_ex = int(df["excluded"].sum()) if len(df) else 0
     log.info("wrote %d answers (%d from excluded people, marked) to %s", len(df), n_ex, args.out)
+    if args.participants:
+        people = export_participants(args.study, db_url=args.db)
+        write_votes_csv(people, args.participants)
+        log.info("wrote %d participants (ids, outcomes, codes, flags) to %s", len(people),
+                 args.participants)
     return 0
 
 
@@ -237,6 +242,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = sub.add_parser("export", help="write every answer as a tidy CSV")
     e.add_argument("study", type=Path)
     e.add_argument("--out", required=True, type=Path)
+    e.add_argument("--participants", type=Path, default=None, metavar="CSV",
+                   help="also write one row per participant (platform ids, outcome, code, "
+                   "quality flags), those without answers included")
     e.add_argument("--db", default=None, help="SQLAlchemy URL if served with --db")
     e.set_defaults(func=cmd_export)
 

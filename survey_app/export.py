@@ -51,7 +51,8 @@ flags                  per person: ``;``-joined ``too_fast`` (share over
 =====================  ================================================================
 
 Practice answers are not votes: they are left out unless ``include_practice=True`` (then
-with kind ``practice``).
+with kind ``practice``). :func:`export_participants` gives one row per person, also those
+who never answered (withdrew at once, or still on the first trial).
 """
 
 from __future__ import annotations
@@ -226,6 +227,58 @@ def person_flags(votes: pd.DataFrame) -> pd.DataFrame:
         for f, s, h in zip(fast, streak, hidden, strict=True)
     ]
     return out
+
+
+PARTICIPANT_COLUMNS = [
+    "study", "participant", "external_id", "platform", "platform_study_id",
+    "platform_session_id", "outcome", "completion_code", "excluded", "exclusion_reason",
+    "validation_failures", "answers", "viewport_w", "viewport_h", "dpr", "started", "finished",
+    "p_too_fast_share", "p_longest_same_side", "p_hidden_ms", "flags",
+]
+
+
+def export_participants(source, *, db_url: str | None = None,
+                        study_uid: str | None = None) -> pd.DataFrame:
+    """One row per participant, also those without an answer (``PARTICIPANT_COLUMNS``):
+    platform ids, outcome and code, exclusion, the start viewport, and the quality flags of
+    their scored answers (``answers`` counts those). ``source`` as for :func:`export_votes`.
+    """
+    db, uid, owned = _resolve(source, db_url, study_uid)
+    try:
+        q = (
+            select(Study.uid, Participant.id, Participant.external_id, Participant.platform,
+                   Participant.platform_study_id, Participant.platform_session_id,
+                   Participant.outcome, Participant.completion_code, Participant.excluded,
+                   Participant.exclusion_reason, Participant.validation_failures,
+                   Participant.viewport_w, Participant.viewport_h, Participant.dpr,
+                   Participant.created_at, Participant.finished_at)
+            .join(Study, Study.id == Participant.study_id)
+            .order_by(Participant.id)
+        )
+        if uid is not None:
+            q = q.where(Study.uid == uid)
+        with db.snapshot() as conn:
+            rows = conn.execute(q).all()
+        votes = export_votes(db, study_uid=uid)
+    except SQLAlchemyError as exc:
+        raise UserError(f"{db.engine.url}: cannot read participants ({type(exc).__name__}); "
+                        "is this the study's database?") from None
+    finally:
+        if owned:
+            db.dispose()
+    people = pd.DataFrame(rows, columns=[
+        "study", "participant", "external_id", "platform", "platform_study_id",
+        "platform_session_id", "outcome", "completion_code", "excluded", "exclusion_reason",
+        "validation_failures", "viewport_w", "viewport_h", "dpr", "started", "finished",
+    ])
+    people["excluded"] = people["excluded"].astype(bool)
+    people["answers"] = people["participant"].map(votes.groupby("participant").size()).fillna(0)
+    people["answers"] = people["answers"].astype("int64")
+    people = people.join(person_flags(votes), on="participant")
+    people["flags"] = people["flags"].fillna("")
+    for col in ("started", "finished"):
+        people[col] = pd.to_datetime(people[col]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return people[PARTICIPANT_COLUMNS].reset_index(drop=True)
 
 
 def write_votes_csv(df: pd.DataFrame, out: str | Path) -> None:

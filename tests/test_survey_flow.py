@@ -316,6 +316,10 @@ def test_cli_create_serve_args_and_export(tmp_path, monkeypatch):
     client = app.test_client()
     token = _start(client)
     _answer_all(app, client, token, honest=True)
-    assert cli_main(["survey", "export", str(study), "--out", str(tmp_path / "v.csv")]) == 0
+    assert cli_main(["survey", "export", str(study), "--out", str(tmp_path / "v.csv"),
+                     "--participants", str(tmp_path / "p.csv")]) == 0
     df = pd.read_csv(tmp_path / "v.csv")
     assert len(df) == 3 and set(df.columns) == set(COLUMNS)
+    people = pd.read_csv(tmp_path / "p.csv")
+    assert len(people) == 1 and people["outcome"].tolist() == ["completed"]
+    assert people["answers"].tolist() == [3]

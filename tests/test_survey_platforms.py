@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from survey_helpers import ADMIN_TOKEN, csrf_of, make_fake_run, rendered, start, study_app
 
-from survey_app.export import COLUMNS
+from survey_app.export import COLUMNS, PARTICIPANT_COLUMNS
 from survey_app.study import create_study
 
 PROLIFIC = {"PROLIFIC_PID": "5f0c1a2b3c4d5e6f7a8b9c0d", "STUDY_ID": "60aa11bb22cc33dd44ee55ff",
@@ -120,6 +120,14 @@ def test_withdraw_gives_the_returned_outcome_and_keeps_answers(study_dir, tmp_pa
     answer = client.post("/trial", data={"csrf_token": csrf_of(client), "trial": 1,
                                          "choice": "left"})
     assert answer.status_code == 409
+    # Not in the votes (the practice answer is no vote), but in the participants table.
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    people = pd.read_csv(io.StringIO(
+        client.get("/admin/export/participants.csv", headers=auth).text), dtype=str)
+    assert list(people.columns) == PARTICIPANT_COLUMNS
+    row = people.set_index("external_id").loc["quitter"]
+    assert (row["outcome"], row["completion_code"], row["answers"]) == ("returned", "RET1", "0")
+    assert pd.notna(row["finished"])
 
 
 def test_mturk_ids_preview_and_submit_form(study_dir, tmp_path):

@@ -203,3 +203,23 @@ def test_trial_page_variables(root, tmp_path):
         ctx = _page(app, client)
         _answer(client, ctx["index"], "left")
     assert ctx["preload"] == []  # the last trial has nothing to preload
+
+
+def test_cli_quality_options(root, tmp_path):
+    from bench.cli import main as cli_main
+    from survey_app.study import load_study
+
+    _study(root)  # makes the run
+    out = tmp_path / "cli_study"
+    assert cli_main(["survey", "create", "--run", str(root / "run"), "--resolution", "128",
+                     "--no-practice", "--no-repeat-swapped", "--validation-tolerance", "1",
+                     "--allow-phone", "--min-viewport", "800x500", "--out", str(out)]) == 0
+    spec = load_study(out)
+    assert (spec.practice, spec.repeat_swapped, spec.validation_tolerance, spec.allow_phone,
+            spec.min_viewport) == (False, False, 1, True, (800, 500))
+    base = ["survey", "create", "--run", str(root / "run"), "--resolution", "128", "--out",
+            str(tmp_path / "bad")]
+    assert cli_main([*base, "--validation-tolerance", "5"]) == 2  # more than --validation
+    with pytest.raises(SystemExit) as exc:  # argparse: usage line and exit 2
+        cli_main([*base, "--min-viewport", "wide"])
+    assert exc.value.code == 2
