@@ -82,6 +82,9 @@ def make_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 16) -> 
     url = normalise_url(url)
     if not url.startswith("sqlite"):
         # A dead server must fail a request in seconds, not hang it on the OS's TCP timeout.
+        # The pre-ping (one round trip per checkout, ~10 % of an answer) replaces connections
+        # that a database restart broke before a request uses them; the answer path's
+        # driver-level statements (Prepared) rely on that.
         connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                              connect_args=connect_args)
@@ -276,27 +279,32 @@ class GroupCommitter:
 
 
 class Prepared:
-    """A Core statement compiled once, run on the SQLite driver cursor (Core elsewhere).
+    """A Core statement compiled once, run on the driver connection (SQLite or psycopg).
 
     Why: on the answer path SQLAlchemy's execution machinery (compiled-cache lookup,
     events, result set-up) costs about 0.1 ms CPU per statement, ten times what
     ``sqlite3`` itself needs, and the statements never change. The SQL is still what
     SQLAlchemy generates for the dialect, and parameters still go through the column
-    types' bind processors (booleans as 0/1, date-times in SQLAlchemy's text format), so
-    rows written here read back exactly like rows written through Core. On any other
-    database (or when ``fast`` is False) :meth:`rows` and :meth:`rowcount` run the
-    statement through Core.
+    types' bind processors (on SQLite booleans as 0/1, date-times in SQLAlchemy's text
+    format; psycopg adapts Python values itself), so rows written here read back exactly
+    like rows written through Core. psycopg also prepares a statement on the server once it
+    has run a few times. With any other driver (or when ``fast`` is False) :meth:`first`
+    and :meth:`rowcount` run the statement through Core.
 
     ``columns``: for an INSERT, the columns given (one value each, by name).
     Results are plain tuples in select-list order; no result processing is applied, so
-    select only integers and strings (SQLite returns booleans as 0/1).
+    select only integers, strings and booleans (SQLite returns booleans as 0/1).
     """
 
     def __init__(self, stmt: Executable, engine: Engine, columns: list[str] | None = None,
                  fast: bool = True):
         self.stmt = stmt
         dialect = engine.dialect
-        self.fast = fast and dialect.name == "sqlite" and dialect.paramstyle == "qmark"
+        qmark = dialect.name == "sqlite" and dialect.paramstyle == "qmark"
+        named = dialect.name == "postgresql" and dialect.driver == "psycopg" \
+            and dialect.paramstyle == "pyformat"
+        self.fast = fast and (qmark or named)
+        self._named = named
         self.sql = ""
         self._params: list[tuple[str, Callable | None]] = []
         self._dbapi_error = dialect.loaded_dbapi.Error if self.fast else Exception
@@ -304,13 +312,15 @@ class Prepared:
             return
         compiled = stmt.compile(dialect=dialect, column_keys=columns)
         binds = compiled.binds
-        for name in compiled.positiontup or ():
+        # qmark: one value per placeholder, in order; pyformat: one value per name.
+        for name in (compiled.positiontup or ()) if qmark else list(binds):
             typ = binds[name].type.dialect_impl(dialect)
             self._params.append((name, typ.bind_processor(dialect)))
         self.sql = compiled.string
 
-    def _args(self, params: dict) -> tuple:
-        return tuple(p(params[n]) if p is not None else params[n] for n, p in self._params)
+    def _args(self, params: dict) -> tuple | dict:
+        values = ((n, p(params[n]) if p is not None else params[n]) for n, p in self._params)
+        return dict(values) if self._named else tuple(v for _, v in values)
 
     def _run(self, conn: Connection, params: dict):
         args = self._args(params)
