@@ -122,8 +122,10 @@ def cmd_table(args) -> int:
     metrics = tuple(args.metrics) if args.metrics else TABLE_METRICS
     text = table(args.run, args.format, metrics, ci=args.ci)
     if args.output:
-        from .io import write_text
+        from .io import refuse_input, write_text
 
+        run = Path(args.run)
+        refuse_input(args.output, {"metrics.csv": run / "metrics.csv", "run.json": run / "run.json"})
         write_text(args.output, text)
     else:
         sys.stdout.write(text)

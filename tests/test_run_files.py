@@ -113,6 +113,15 @@ def test_plot_validates_before_writing(run_dir, tmp_path, capsys, extra, needle)
     assert not out.exists()  # nothing written before the mistake was found
 
 
+@pytest.mark.parametrize("name", ["metrics.csv", "run.json"])
+def test_table_output_never_replaces_the_run_it_reads(run_dir, capsys, name):
+    before = (run_dir / name).read_bytes()
+    rc = main(["table", str(run_dir), "-o", str(run_dir / "." / name)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("hrbench: error: -o ") and "input" in err
+    assert (run_dir / name).read_bytes() == before
+
+
 def test_readme_run_folder_paths_exist(run_dir):
     """Every file or folder the README's "Run folder" paragraph names is in a fresh run."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
