@@ -19,8 +19,19 @@ Clients run in separate processes (threads inside), on the same machine as the s
 on a small shared machine they compete with the server for CPU, so the numbers are a
 lower bound for a dedicated server.
 
+Databases and processes: SQLite with one server process (``--synchronous``) is always
+measured; with ``--db URL`` (a PostgreSQL server where this user may create databases; a
+fresh database is made per configuration and dropped afterwards) or ``--pg-temp`` (a
+throwaway local cluster with PostgreSQL's durable defaults, fsync on) also PostgreSQL with
+each ``--workers`` count (processes x ``--threads``). Server CPU per answer is the web
+server's processes (workers included) plus, for a local cluster, PostgreSQL's processes
+(reported apart as db CPU); the 1-minute load average is recorded beside each row.
+``--server gunicorn`` serves the PostgreSQL configurations with gunicorn's gthread workers
+instead (the measurement behind choosing waitress per process, see survey_app/serving.py).
+
     python -m benchmarks.survey_load [--clients 1,8,32] [--seconds 5]
-        [--synchronous FULL|NORMAL] [--threads 16] [--json out.json]
+        [--synchronous FULL|NORMAL] [--threads 16] [--pg-temp | --db URL]
+        [--workers 1,2,4] [--server waitress|gunicorn] [--json out.json]
 """
 
 from __future__ import annotations
@@ -88,12 +99,19 @@ def _client_process(port: int, kind: str, threads: int, start_at: float, seconds
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (Linux /proc; NaN elsewhere)."""
+    """User + system CPU time of process ``pid`` and its live descendants, plus what its
+    waited-for children used (Linux /proc; NaN elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (OSError, ValueError, IndexError):
         return float("nan")
+    total = own / os.sysconf("SC_CLK_TCK")
+    for kid in kids:
+        c = cpu_seconds(int(kid))
+        total += 0.0 if c != c else c  # a child that just ended counts in cutime
+    return total
 
 
 def measure(port: int, kind: str, clients: int, seconds: float) -> dict:
@@ -122,18 +140,50 @@ def measure(port: int, kind: str, clients: int, seconds: float) -> dict:
     }
 
 
+def _configs(args) -> list[tuple[str, int]]:
+    pg = [("postgresql", w) for w in args.workers] if (args.db or args.pg_temp) else []
+    return [("sqlite", 1)] + pg
+
+
+def _server(args, kind: str, workers: int, study: Path, url: str | None, log: Path):
+    from tests.survey_helpers import ServerProcess, free_port
+
+    if kind == "postgresql" and args.server == "gunicorn":
+        port = free_port()
+        # The app factory with the benchmark's config; gunicorn evaluates the literal.
+        factory = (f"survey_app.app:create_app({{'DATABASE_URL': {url!r}, 'START_RATE': (1, 0), "
+                   f"'DB_POOL_SIZE': {max(4, args.threads)}}})")
+        argv = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread",
+                "--threads", str(args.threads), "-b", f"127.0.0.1:{port}", factory]
+        env = {"HRBENCH_STUDY": str(study), "HRBENCH_SECRET_KEY": "b" * 40}
+        return ServerProcess(study, port=port, argv=argv, env=env, log_path=log).start()
+    extra = ("--no-start-limit", "--sqlite-synchronous", args.synchronous)
+    return ServerProcess(study, threads=args.threads, workers=workers, db_url=url, extra=extra,
+                         log_path=log).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=16, help="waitress threads (serve's default)")
     ap.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--db", default=None,
+                       help="PostgreSQL server URL; a fresh database is created there per run")
+    where.add_argument("--pg-temp", action="store_true",
+                       help="start a throwaway local PostgreSQL cluster (durable settings)")
+    ap.add_argument("--workers", default="1,2,4", help="server processes for PostgreSQL")
+    ap.add_argument("--server", choices=("waitress", "gunicorn"), default="waitress")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.clients.split(",")]
+    args.workers = [int(w) for w in args.workers.split(",")]
 
+    from survey_app.db import normalise_url
     from survey_app.study import create_study
-    from tests.survey_helpers import ServerProcess, make_fake_run
+    from tests.pg_server import start_cluster, stop_cluster
+    from tests.survey_helpers import make_fake_run
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="survey_load_") as tmp:
@@ -141,39 +191,103 @@ def main(argv: list[str] | None = None) -> int:
         run = make_fake_run(tmp / "run", images=tuple(f"img{i}" for i in range(8)))
         create_study(run, tmp / "study", resolution=128, trials_per_participant=N_TRIALS,
                      validation=2, progress=False)
-        server = ServerProcess(tmp / "study", threads=args.threads,
-                               extra=("--no-start-limit", "--sqlite-synchronous",
-                                      args.synchronous),
-                               log_path=tmp / "server.log").start()
+        cluster = start_cluster(Path(tempfile.mkdtemp(prefix="hrbench-pg-")), durable=True) \
+            if args.pg_temp else None
         try:
-            pid = server.proc.pid
-            for clients in levels:
-                base = measure(server.port, "healthz", clients, args.seconds)
-                cpu0 = cpu_seconds(pid)
-                votes = measure(server.port, "vote", clients, args.seconds)
-                # Server CPU per answer (participant starts included): what the numbers
-                # would scale with on a machine not shared with the clients or other jobs.
-                votes["server_cpu_ms_per_answer"] = (cpu_seconds(pid) - cpu0) / max(
-                    votes["ok"], 1) * 1000
-                votes["baseline_healthz_per_s"] = base["per_s"]
-                votes["baseline_p99_ms"] = base["p99_ms"]
-                votes["ratio_vs_healthz"] = votes["per_s"] / base["per_s"]
-                rows.append(votes)
-                print(f"{clients:3d} clients: {votes['per_s']:7.0f} answers/s "
-                      f"(p50 {votes['p50_ms']:.1f} ms, p99 {votes['p99_ms']:.1f} ms, "
-                      f"{votes['errors']} non-303) | healthz baseline {base['per_s']:7.0f} "
-                      f"req/s (p99 {base['p99_ms']:.1f} ms) | ratio "
-                      f"{votes['ratio_vs_healthz']:.2f} | server CPU "
-                      f"{votes['server_cpu_ms_per_answer']:.2f} ms/answer, clients' CPU "
-                      f"{votes['client_cpu_ms_per_ok']:.2f} ms/answer", flush=True)
+            for kind, workers in _configs(args):
+                url, drop = None, None
+                if kind == "postgresql":
+                    url, drop = _fresh_database(args.db and normalise_url(args.db), cluster)
+                server = _server(args, kind, workers, tmp / "study", url,
+                                 tmp / f"server-{kind}-{workers}.log")
+                try:
+                    for clients in levels:
+                        row = _measure_level(server, cluster if url else None, clients,
+                                             args.seconds)
+                        row.update(database=kind, workers=workers,
+                                   server=args.server if kind == "postgresql" else "waitress")
+                        rows.append(row)
+                        _print_row(row)
+                finally:
+                    server.stop()
+                    if drop:
+                        drop()
         finally:
-            server.stop()
-    print(f"SQLite synchronous={args.synchronous}, waitress threads={args.threads}, "
-          f"{os.cpu_count()} CPUs shared by server and clients (and anything else running); "
-          "CPU-bound ceiling here = CPUs / (server + clients' CPU per answer)")
+            if cluster is not None:
+                stop_cluster(cluster)
+    print(_table(rows))
+    print(f"SQLite synchronous={args.synchronous}; {args.threads} threads per process; "
+          f"{os.cpu_count()} CPUs shared by server, database and clients (and anything else "
+          "running); CPU-bound ceiling here = CPUs / (server + db + clients' CPU per answer)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
+
+
+def _fresh_database(server_url: str | None, cluster):
+    """(URL of a new empty database, function that drops it)."""
+    import secrets
+
+    from sqlalchemy import create_engine, make_url, text
+
+    if cluster is not None:
+        name = cluster.create_database("load")
+        return cluster.url(name), lambda: cluster.drop_database(name)
+    name = f"hrbench_load_{secrets.token_hex(4)}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+
+    def sql(stmt: str) -> None:
+        with admin.connect() as conn:
+            conn.execute(text(stmt))
+
+    sql(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+    return url, drop
+
+
+def _measure_level(server, cluster, clients: int, seconds: float) -> dict:
+    base = measure(server.port, "healthz", clients, seconds)
+    web0 = cpu_seconds(server.proc.pid)
+    db0 = cpu_seconds(cluster.postmaster_pid()) if cluster else float("nan")
+    votes = measure(server.port, "vote", clients, seconds)
+    n = max(votes["ok"], 1)
+    # Server CPU per answer (participant starts included): what the numbers would scale
+    # with on a machine not shared with the clients or other jobs.
+    votes["server_cpu_ms_per_answer"] = (cpu_seconds(server.proc.pid) - web0) / n * 1000
+    votes["db_cpu_ms_per_answer"] = ((cpu_seconds(cluster.postmaster_pid()) - db0) / n * 1000
+                                     if cluster else float("nan"))
+    votes["load_avg_1min"] = os.getloadavg()[0]
+    votes["baseline_healthz_per_s"] = base["per_s"]
+    votes["baseline_p99_ms"] = base["p99_ms"]
+    votes["ratio_vs_healthz"] = votes["per_s"] / base["per_s"]
+    return votes
+
+
+def _print_row(r: dict) -> None:
+    print(f"{r['database']:10s} {r['workers']}x {r['clients']:3d} clients: {r['per_s']:7.0f} "
+          f"answers/s (p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} non-303)"
+          f" | healthz {r['baseline_healthz_per_s']:7.0f} req/s | server CPU "
+          f"{r['server_cpu_ms_per_answer']:.2f} + db {r['db_cpu_ms_per_answer']:.2f} ms/answer, "
+          f"clients {r['client_cpu_ms_per_ok']:.2f} ms | load {r['load_avg_1min']:.1f}",
+          flush=True)
+
+
+def _table(rows: list[dict]) -> str:
+    head = ("| database | server | processes | clients | answers/s | p50 ms | p99 ms | "
+            "server CPU ms/answer | db CPU ms/answer | healthz/s | load avg |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['database']} | {r['server']} | {r['workers']} | {r['clients']} | "
+            f"{r['per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['server_cpu_ms_per_answer']:.2f} | {r['db_cpu_ms_per_answer']:.2f} | "
+            f"{r['baseline_healthz_per_s']:.0f} | {r['load_avg_1min']:.1f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ class PgServer:
         pw = self.password if password is None else password
         return f"postgresql+psycopg://{user}:{pw}@{host}:{port or self.port}/{database}"
 
+    def postmaster_pid(self) -> int:
+        return int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
+
     def admin(self):
         """An autocommit psycopg connection to the ``postgres`` database as superuser."""
         import psycopg
@@ -108,8 +111,11 @@ def _as_user(user: str | None) -> dict:
             "env": dict(os.environ, HOME=pw.pw_dir), "cwd": "/"}
 
 
-def start_cluster(folder: Path) -> PgServer:
+def start_cluster(folder: Path, durable: bool = False) -> PgServer:
     """initdb + start a cluster in ``folder`` (which must be empty or absent); see module doc.
+
+    ``durable``: PostgreSQL's default fsync/synchronous_commit (for measurements) instead of
+    the tests' fast settings.
 
     Raises ``RuntimeError`` with the reason when it cannot start for an expected cause
     (binaries, user, driver), ``subprocess.CalledProcessError`` when the server fails.
@@ -149,10 +155,11 @@ def start_cluster(folder: Path) -> PgServer:
     )
     pwfile.unlink()
     port = _free_port()
+    fast = [] if durable else ["-c fsync=off", "-c synchronous_commit=off",
+                               "-c full_page_writes=off"]
     options = " ".join([
         f"-p {port}", "-c listen_addresses=127.0.0.1", f"-c unix_socket_directories={folder}",
-        "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-        "-c max_connections=400", "-c shared_buffers=64MB",
+        *fast, "-c max_connections=400", "-c shared_buffers=64MB",
     ])
     subprocess.run(
         [str(pg_bin / "pg_ctl"), "start", "-D", str(data), "-w", "-t", "60",

@@ -96,9 +96,13 @@ class ServerProcess:
 
     def __init__(self, study: Path, port: int | None = None, threads: int = 8,
                  extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
-                 log_path: Path | None = None, workers: int = 1, db_url: str | None = None):
+                 log_path: Path | None = None, workers: int = 1, db_url: str | None = None,
+                 argv: list[str] | None = None):
+        """``argv``: another server command line instead of ``hrbench survey serve`` (it
+        must listen on ``port``; e.g. gunicorn in the load benchmark)."""
         self.study, self.port = Path(study), port or free_port()
         self.threads, self.workers, self.db_url = threads, workers, db_url
+        self.argv = argv
         self.extra, self.env = extra, env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -110,7 +114,7 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "bench.cli", "survey", "serve", str(self.study),
                "--host", "127.0.0.1", "--port", str(self.port), "--threads", str(self.threads),
                "--workers", str(self.workers), *(("--db", self.db_url) if self.db_url else ()),
-               *self.extra]
+               *self.extra] if self.argv is None else self.argv
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         # Own process group: kill() takes the workers down with the server (see kill).
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=repo,
