@@ -160,8 +160,12 @@ def plot_qualitative(
     return save_figure(fig, out / f"qualitative_{resolution}", dpi=dpi, tight=False)
 
 
-def check_selection(items: pd.DataFrame, image: str | None, resolution: int | None) -> None:
-    """Refuse a ``--resolution``/``--image`` for which the run has no saved output."""
+def check_selection(items: pd.DataFrame, image: str | None, resolution: int | None) -> int | None:
+    """Refuse a ``--resolution``/``--image`` for which the run has no saved output.
+
+    Returns the resolution of the qualitative figure: the one given, else for a given image
+    the largest size it has outputs at (a small photo is absent from the largest sizes).
+    """
     ok = items[(items.status == "ok") & items.output.notna() & (items.output != "")]
     if resolution is not None:
         sizes = sorted(int(n) for n in ok.resolution.unique())
@@ -173,6 +177,9 @@ def check_selection(items: pd.DataFrame, image: str | None, resolution: int | No
         where = f" at {resolution} px" if resolution is not None else ""
         have = ", ".join(sorted(ok.image.unique())) or "none"
         raise UserError(f"--image {image}: the run has no outputs for it{where}; images: {have}")
+    if image is not None and resolution is None:
+        return int(ok[ok.image == image].resolution.max())
+    return resolution
 
 
 def plot_run(
@@ -188,7 +195,7 @@ def plot_run(
     if not (run_dir / "items.csv").exists():
         raise UserError(f"{run_dir / 'items.csv'}: missing; rerun `hrbench run --out {run_dir}` to finish it")
     items = pd.read_csv(run_dir / "items.csv")
-    check_selection(items, image, resolution)  # before any figure is written
+    resolution = check_selection(items, image, resolution)  # before any figure is written
     shown = [m for m in QUALITATIVE_METRICS if m in set(df.metric)]
     paths = plot_metrics(df, info, out, shown)
     paths += plot_runtime(items, info, out)

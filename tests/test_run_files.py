@@ -37,14 +37,14 @@ def _modes(folder: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """One small telea + ns run (3 photos, 32 and 64 px) written under umask 027."""
+    """One small telea + ns run (3 photos, 32 and 64 px; img2 only at 32) written under umask 027."""
     from conftest import smooth_photo
     from PIL import Image
 
     base = tmp_path_factory.mktemp("files")
     photos = base / "photos"
     photos.mkdir()
-    for i, (h, w) in enumerate([(80, 96), (96, 80), (72, 72)]):
+    for i, (h, w) in enumerate([(80, 96), (96, 80), (50, 60)]):  # img2: too small for 64
         Image.fromarray(smooth_photo(h, w, seed=i)).save(photos / f"img{i}.png")
     old = os.umask(0o027)
     try:
@@ -99,15 +99,18 @@ def test_table_and_study_files_follow_the_umask(run_dir, tmp_path, umask):
     [
         (["--resolution", "777"], "--resolution 777: the run has no outputs at that size; it has 32, 64"),
         (["--image", "nope"], "--image nope: the run has no outputs for it; images: img0, img1, img2"),
-        (["--image", "img2", "--resolution", "32"], None),
+        (["--image", "img2", "--resolution", "64"], "--image img2: the run has no outputs for it at 64 px; "
+         "images: img0, img1"),
+        (["--image", "img2"], "qualitative_32"),
+        (["--image", "img1", "--resolution", "32"], "qualitative_32"),
     ],
 )
 def test_plot_validates_before_writing(run_dir, tmp_path, capsys, extra, needle):
     out = tmp_path / "figs"
     rc = main(["plot", str(run_dir), "--out", str(out), *extra])
     err = capsys.readouterr().err.strip()
-    if needle is None:
-        assert rc == 0 and (out / "qualitative_32.png").is_file()
+    if needle.startswith("qualitative"):
+        assert rc == 0 and (out / f"{needle}.png").is_file() and (out / f"{needle}.pdf").is_file()
         return
     assert rc == 2 and err == f"hrbench: error: {needle}"
     assert not out.exists()  # nothing written before the mistake was found
