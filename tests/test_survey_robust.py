@@ -15,10 +15,12 @@ from survey_app.study import create_study
 
 TOKEN = "robust-admin-token-0123456789abcdef"
 ENDPOINTS = ["/", "/start", "/trial", "/done", "/healthz", "/admin/", "/admin/login",
-             "/admin/logout", "/admin/export/votes.csv", "/image/1", "/image/3",
+             "/admin/logout", "/admin/export/votes.csv", "/admin/export/participants.csv",
+             "/image/1", "/i/", "/i/" + "A" * 34, "/practice", "/withdraw",
              "/static/survey.js", "/static/survey.css"]
-FIELDS = ["csrf_token", "consent", "external_id", "trial", "choice", "rt_ms", "vw", "vh",
-          "token"]
+FIELDS = ["csrf_token", "consent", "pid", "PROLIFIC_PID", "STUDY_ID", "SESSION_ID",
+          "workerId", "assignmentId", "hitId", "turkSubmitTo", "trial", "choice", "rt_ms",
+          "vw", "vh", "dpr", "mode", "zoom", "flips", "hidden_ms", "token"]
 TRAVERSAL = ["/image/../study.json", "/image/..%2f..%2fstudy.json", "/static/../study.json",
              "/static/..%2f..%2fstudy.json", "/static/%2e%2e/%2e%2e/etc/passwd",
              "/images/0000.png", "/instance/secret_key", "/study.json",
@@ -63,8 +65,9 @@ _REQUESTS = dict(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"]),
     base=st.sampled_from(ENDPOINTS),
     suffix=st.one_of(st.just(""), path_segment),
-    query=st.dictionaries(st.sampled_from(["pid", "PROLIFIC_PID", "token", "x"]), text,
-                          max_size=3),
+    query=st.dictionaries(st.sampled_from(["pid", "PROLIFIC_PID", "STUDY_ID", "workerId",
+                                           "assignmentId", "turkSubmitTo", "token", "x"]),
+                          text, max_size=3),
     form=forms,
     use_session=st.booleans(),
     good_csrf=st.booleans(),
