@@ -218,8 +218,8 @@ def _assert_in_sync(panes: list[dict], dpr: float) -> None:
         assert abs(x - x0) < 1 / dpr and abs(y - y0) < 1 / dpr
 
 
-def _screen_matches_image(visit: Visit, pane: dict) -> None:
-    """At devicePixelRatio 1 the screenshot inside the pane equals the image file's pixels."""
+def _screen_matches_image(visit: Visit, pane: dict, dpr: float) -> None:
+    """The screenshot (in device pixels) inside the pane equals the image file's pixels."""
     import cv2
     import requests
 
@@ -228,19 +228,25 @@ def _screen_matches_image(visit: Visit, pane: dict) -> None:
     src = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     shot = cv2.imdecode(np.frombuffer(visit.d.get_screenshot_as_png(), np.uint8), cv2.IMREAD_COLOR)
     assert src.shape[:2] == (pane["h"], pane["w"])
-    ix, iy = pane["ix"], pane["iy"]
-    assert ix == int(ix) and iy == int(iy), "the image is not on whole pixels"
+    assert shot.shape[1] == round(DEVICES[visit.device]["width"] * dpr)
+    dev = {k: pane[k] * dpr for k in ("ix", "iy", "bx", "by", "bw", "bh")}  # device px
+    ix, iy = round(dev["ix"]), round(dev["iy"])
+    assert abs(dev["ix"] - ix) < 1e-3 and abs(dev["iy"] - iy) < 1e-3, "not on whole device pixels"
     # The visible part: inside the pane and inside the image, one pixel in from either's
     # edges (Chrome blends the outermost row of a drawn image and a fractional pane edge
     # with the background); the caption (top left) is left out.
-    x0 = int(np.ceil(max(pane["bx"], ix))) + 1
-    y0 = int(np.ceil(max(pane["by"] + 40, iy))) + 1
-    x1 = int(np.floor(min(pane["bx"] + pane["bw"], ix + pane["w"]))) - 1
-    y1 = int(np.floor(min(pane["by"] + pane["bh"], iy + pane["h"]))) - 1
+    x0 = int(np.ceil(max(dev["bx"], ix))) + 1
+    y0 = int(np.ceil(max(dev["by"] + 40 * dpr, iy))) + 1
+    x1 = int(np.floor(min(dev["bx"] + dev["bw"], ix + pane["w"]))) - 1
+    y1 = int(np.floor(min(dev["by"] + dev["bh"], iy + pane["h"]))) - 1
     assert x1 - x0 > 200 and y1 - y0 > 200
     seen = shot[y0:y1, x0:x1].astype(int)
-    truth = src[y0 - int(iy):y1 - int(iy), x0 - int(ix):x1 - int(ix)].astype(int)
-    assert np.abs(seen - truth).max() <= 1
+    # Exact pixels; the place may differ from the layout box by one device pixel (Chrome
+    # snaps a layer at a fractional device position when painting).
+    errors = {(dx, dy): np.abs(seen - src[y0 - iy + dy:y1 - iy + dy,
+                                          x0 - ix + dx:x1 - ix + dx].astype(int)).max()
+              for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    assert min(errors.values()) <= 1, errors
 
 
 @pytest.mark.browser
@@ -277,7 +283,7 @@ def test_participant_inspects_and_votes(site, device):
         v.shot("practice_feedback")
         v.control("continue")
 
-        # --- Trial 1 at 1:1 around the hole, both sides in sync, pixel exact at dpr 1.
+        # --- Trial 1 at 1:1 around the hole, both sides in sync, pixel exact on screen.
         progress = v.progress()
         assert progress.text == f"1 of {N_TRIALS}"
         v.wait_images()
@@ -290,9 +296,8 @@ def test_participant_inspects_and_votes(site, device):
         for p in panes:  # the crop centre lands in the middle of the pane (to a device pixel)
             assert p["ix"] + cx / dev["dpr"] == pytest.approx(p["bx"] + p["bw"] / 2, abs=1 / dev["dpr"])
             assert p["iy"] + cy / dev["dpr"] == pytest.approx(p["by"] + p["bh"] / 2, abs=1 / dev["dpr"])
-        if dev["dpr"] == 1:
-            for p in panes:
-                _screen_matches_image(v, p)
+        for p in panes:  # one image pixel on one device pixel, exactly
+            _screen_matches_image(v, p, dev["dpr"])
         if dev["touch"]:  # phone: one column, the panes stacked
             assert panes[0]["bx"] == panes[1]["bx"] and panes[1]["by"] > panes[0]["by"] + panes[0]["bh"] - 1
         else:
