@@ -23,8 +23,11 @@ def study_dir(tmp_path_factory):
 
 
 @pytest.fixture()
-def app(study_dir, tmp_path):
-    return study_app(study_dir, tmp_path / "votes.db")
+def app(study_dir, tmp_path, db_url):
+    """The app on an empty database, once on SQLite and once on PostgreSQL."""
+    app = study_app(study_dir, tmp_path / "unused.db", DATABASE_URL=db_url)
+    yield app
+    app.extensions["survey"].db.dispose()
 
 
 def _finish(client) -> str:
@@ -84,11 +87,13 @@ def test_own_cookie_resumes(app):
 def test_a_session_signed_with_another_key_is_ignored(app, study_dir, tmp_path):
     client = app.test_client()
     assert start(client, pid="owner_1").status_code == 303
-    other = study_app(study_dir, tmp_path / "votes.db", SECRET_KEY="z" * 40)
+    other = study_app(study_dir, tmp_path / "unused.db", SECRET_KEY="z" * 40,
+                      DATABASE_URL=app.config["DATABASE_URL"])
     forged = other.test_client()
     cookie = client.get_cookie("hrbench_survey")
     forged.set_cookie("hrbench_survey", cookie.value)
     assert forged.get("/trial").status_code == 302
+    other.extensions["survey"].db.dispose()
 
 
 def test_eight_concurrent_starts_with_one_id_make_one_row(app):
