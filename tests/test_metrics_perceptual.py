@@ -278,3 +278,13 @@ def test_table_and_qualitative_figure_read_the_registry(perceptual_run, tmp_path
             if (fig[y, x] == panel[0, 0]).all() and np.array_equal(fig[y : y + h, x : x + w], panel)
         ]
         assert hits, "crop not found 1:1 in the figure"
+
+
+@pytest.mark.gpu
+def test_cvvdp_on_the_gpu_matches_the_cpu(pair):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    out, gt, mask = pair
+    cpu = metrics.compute_metrics(out, gt, mask, ("cvvdp",), device="cpu")["cvvdp"]
+    gpu = metrics.compute_metrics(out, gt, mask, ("cvvdp",), device="cuda")["cvvdp"]
+    assert gpu == pytest.approx(cpu, abs=1e-3)
