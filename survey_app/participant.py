@@ -29,6 +29,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    make_response,
     redirect,
     render_template,
     request,
@@ -49,7 +50,7 @@ from .queries import (
     lock_study,
     pair_counts,
 )
-from .security import csrf_token
+from .security import allow_form_target, csrf_token
 from .state import state
 
 _part, _trial, _screening = Participant.__table__, Trial.__table__, Screening.__table__
@@ -486,11 +487,16 @@ def done():
     outcome = p.outcome or ("failed_screening" if p.excluded else "completed")
     ids = PlatformIds(p.platform, p.external_id, p.platform_study_id, p.platform_session_id,
                       p.submit_to)
-    return render_template(
+    mturk = mturk_form(ids)
+    resp = make_response(render_template(
         "done.html", spec=st.spec, code=p.completion_code, outcome=outcome,
-        redirect_url=completion_link(_completion_template(), p.completion_code),
-        mturk=mturk_form(ids),
-    )
+        redirect_url=completion_link(_completion_template(), p.completion_code), mturk=mturk,
+    ))
+    if mturk:  # the page posts the assignment to MTurk (only its own hosts get here)
+        csp = dict((k, v) for _, k, v in current_app.extensions["survey_headers"])
+        resp.headers["Content-Security-Policy"] = allow_form_target(
+            csp["Content-Security-Policy"], ids.submit_to)
+    return resp
 
 
 @participant_bp.get("/i/<token>")

@@ -73,6 +73,11 @@ def security_headers(frame_ancestors: list[str]) -> dict[str, str]:
     return out
 
 
+def allow_form_target(csp: str, origin: str) -> str:
+    """``csp`` with ``form-action`` also allowing ``origin`` (the MTurk submit form)."""
+    return csp.replace("form-action 'self'", f"form-action 'self' {origin}")
+
+
 def csrf_token() -> str:
     """The session's CSRF token, created on first use (templates call this)."""
     tok = session.get("csrf")

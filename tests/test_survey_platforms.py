@@ -147,6 +147,9 @@ def test_mturk_ids_preview_and_submit_form(study_dir, tmp_path):
     ctx = _done_context(app, client)
     assert ctx["mturk"] == {"action": "https://workersandbox.mturk.com/mturk/externalSubmit",
                             "assignmentId": MTURK["assignmentId"]}
+    csp = client.get("/done").headers["Content-Security-Policy"]
+    assert "form-action 'self' https://workersandbox.mturk.com;" in csp  # the form may post
+    assert "form-action 'self';" in app.test_client().get("/").headers["Content-Security-Policy"]
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     df = pd.read_csv(io.StringIO(client.get("/admin/export/votes.csv", headers=auth).text))
     row = df.iloc[0]
