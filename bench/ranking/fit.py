@@ -186,7 +186,8 @@ def analyse_votes(
         scores = dict(zip(items, map(float, theta), strict=True)) if level == "method" else None
         votes_agreement, agree_notes = vote_agreement(compare, metrics, resolution, item_sep,
                                                       scores, reps, seed)
-        notes += agree_notes
+        # No vote matched at all: the comparison the user asked for is missing, say it loudly.
+        (warnings if votes_agreement.empty else notes).extend(agree_notes)
     excluded_people = tidy.loc[tidy["excluded"], "participant"].unique()
     counts = {
         "rows": len(tidy),
