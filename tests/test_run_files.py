@@ -102,7 +102,6 @@ def test_table_and_study_files_follow_the_umask(run_dir, tmp_path, umask):
         (["--image", "img2", "--resolution", "64"], "--image img2: the run has no outputs for it at 64 px; "
          "images: img0, img1"),
         (["--image", "img2"], "qualitative_32"),
-        (["--image", "img1", "--resolution", "32"], "qualitative_32"),
     ],
 )
 def test_plot_validates_before_writing(run_dir, tmp_path, capsys, extra, needle):
