@@ -225,11 +225,15 @@ def _screen_matches_image(visit: Visit, pane: dict, dpr: float, snapped: bool = 
     centres the crop and the image may sit half a pixel off; nearest-neighbour drawing
     keeps its pixels exact).
     """
-    import cv2
-    import requests
+    import urllib.request
 
-    cookies = {c["name"]: c["value"] for c in visit.d.get_cookies()}
-    body = requests.get(visit.server.url + pane["href"], cookies=cookies, timeout=10).content
+    import cv2
+
+    # The image as served, fetched with the browser's session cookie (tokens are per person).
+    cookie = "; ".join(f"{c['name']}={c['value']}" for c in visit.d.get_cookies())
+    request = urllib.request.Request(visit.server.url + pane["href"], headers={"Cookie": cookie})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        body = resp.read()
     src = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     shot = cv2.imdecode(np.frombuffer(visit.d.get_screenshot_as_png(), np.uint8), cv2.IMREAD_COLOR)
     assert src.shape[:2] == (pane["h"], pane["w"])
