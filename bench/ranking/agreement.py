@@ -326,43 +326,19 @@ def vote_agreement(
                          "transforms of each other here): reported as one group")
     first = [names.index(g[0]) for g in groups]
     agree = _agree(pred[:, first], y[:, None])
-    # Calibrated prediction, out of sample by participant folds.
-    p_metric = np.empty((len(v), len(first)))
-    for f in np.unique(fold):
-        train = (fold != f).astype(np.float64)[:, None]
-        b = _logistic_slope(diff[:, first], y, np.broadcast_to(train, diff[:, first].shape))
-        test = fold == f
-        p_metric[test] = 1 / (1 + np.exp(-b * diff[test][:, first]))
-    slope = _logistic_slope(diff[:, first], y, np.ones_like(diff[:, first]))
+    p_metric, slope = _calibrated(diff[:, first], y, fold)
     ll, brier = _loglik_brier(p_metric, y[:, None])
     columns = {"agreement": [agree], "loglik": [ll], "brier": [brier]}
     rows = [{"name": " = ".join(g), "kind": "metric", "members": ", ".join(g),
              "slope": float(s)} for g, s in zip(groups, slope, strict=True)]
-
-    if method_scores is not None:
-        from .bt import fit_bt_counts
-
-        units = sorted(method_scores)
-        index = {u: i for i, u in enumerate(units)}
-        li = np.array([index.get(u, -1) for u in v["left_unit"]])
-        ri = np.array([index.get(u, -1) for u in v["right_unit"]])
-        if (li >= 0).all() and (ri >= 0).all():
-            th = np.array([method_scores[u] for u in units])
-            bt_agree = _agree(_side(th[li] - th[ri]), y)
-            p_bt = np.empty(len(v))
-            for f in np.unique(fold):
-                tr = fold != f
-                w = np.zeros((len(units), len(units)))
-                np.add.at(w, (li[tr], ri[tr]), y[tr])
-                np.add.at(w, (ri[tr], li[tr]), 1 - y[tr])
-                th_f = fit_bt_counts(w)
-                p_bt[fold == f] = 1 / (1 + np.exp(th_f[ri[fold == f]] - th_f[li[fold == f]]))
-            bt_ll, bt_brier = _loglik_brier(p_bt, y)
-            columns["agreement"].append(bt_agree[:, None])
-            columns["loglik"].append(bt_ll[:, None])
-            columns["brier"].append(bt_brier[:, None])
-            rows.append({"name": "Bradley-Terry (method level)", "kind": "model",
-                         "members": "", "slope": math.nan})
+    bt = _bt_reference(v, y, fold, method_scores) if method_scores is not None else None
+    if bt is not None:
+        bt_ll, bt_brier = _loglik_brier(bt[1], y)
+        columns["agreement"].append(bt[0][:, None])
+        columns["loglik"].append(bt_ll[:, None])
+        columns["brier"].append(bt_brier[:, None])
+        rows.append({"name": "Bradley-Terry (method level)", "kind": "model",
+                     "members": "", "slope": math.nan})
     # Human ceiling: agreement with the other people's majority on the same image and pair.
     lu, ru = v["left"].to_numpy(dtype=str), v["right"].to_numpy(dtype=str)
     a_first = lu < ru
@@ -390,6 +366,44 @@ def vote_agreement(
                              "loglik": float(chance_ll.mean()),
                              "brier": float(chance_brier.mean()), "slope": math.nan}
     return table.reindex(columns=cols), notes
+
+
+def _calibrated(diff: np.ndarray, y: np.ndarray, fold: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of oriented differences: out-of-sample ``P(left)`` (slope fitted on the
+    other participant folds) and the slope fitted on all votes."""
+    p = np.empty(diff.shape)
+    for f in np.unique(fold):
+        train = np.broadcast_to((fold != f).astype(np.float64)[:, None], diff.shape)
+        test = fold == f
+        p[test] = 1 / (1 + np.exp(-_logistic_slope(diff, y, train) * diff[test]))
+    return p, _logistic_slope(diff, y, np.ones_like(diff))
+
+
+def _bt_reference(v: pd.DataFrame, y: np.ndarray, fold: np.ndarray,
+                  method_scores: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The method-level BT model as a predictor: per vote its 2AFC agreement (side from the
+    study's fit) and out-of-sample ``P(left)`` (refitted on the other folds); None when a
+    vote's method has no score."""
+    from .bt import fit_bt_counts
+
+    units = sorted(method_scores)
+    index = {u: i for i, u in enumerate(units)}
+    li = np.array([index.get(u, -1) for u in v["left_unit"]])
+    ri = np.array([index.get(u, -1) for u in v["right_unit"]])
+    if (li < 0).any() or (ri < 0).any():
+        return None
+    theta = np.array([method_scores[u] for u in units])
+    agree = _agree(_side(theta[li] - theta[ri]), y)
+    p = np.empty(len(v))
+    for f in np.unique(fold):
+        tr, te = fold != f, fold == f
+        wins = np.zeros((len(units), len(units)))
+        np.add.at(wins, (li[tr], ri[tr]), y[tr])  # ties as half wins, as in the fit
+        np.add.at(wins, (ri[tr], li[tr]), 1 - y[tr])
+        th = fit_bt_counts(wins)
+        p[te] = 1 / (1 + np.exp(th[ri[te]] - th[li[te]]))
+    return agree, p
 
 
 def person_bootstrap_means(values: np.ndarray, person: np.ndarray, n_people: int, reps: int,
