@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 USAGE = "use tcp://HOST:PORT (a running dask scheduler), local:N (N worker processes here) or slurm"
 _TCP = re.compile(r"^tcp://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 PROBE_DIR = ".cluster-probe"
+# Seconds to reach a tcp:// scheduler before giving up with one line (Dask's default is 30 s
+# plus retries: a typo in the address should not cost half a minute).
+CONNECT_TIMEOUT_S = 10.0
 
 
 class ClusterLost(UserError):
@@ -232,8 +235,8 @@ class DaskExecutor(Executor):
     items of one group never run concurrently inside one worker process.
     ``needs_gpu(task)`` tasks go only to workers with the ``GPU`` resource.
     ``release()``, a module-level function, runs on every worker after the run (free models).
-    ``connect_timeout``: seconds to reach a ``tcp://`` scheduler. ``worker_wait``: seconds to
-    wait for the first worker (SLURM jobs may sit in the queue for a while).
+    ``connect_timeout``: seconds to reach a ``tcp://`` scheduler (default ``CONNECT_TIMEOUT_S``).
+    ``worker_wait``: seconds to wait for the first worker (SLURM jobs may sit in the queue).
     ``allowed_failures``: how many times a worker may die while running one item before the
     item is reported failed (LocalCluster and SLURM; a ``tcp://`` scheduler uses its own
     ``distributed.scheduler.allowed-failures``, default 3).
@@ -251,7 +254,7 @@ class DaskExecutor(Executor):
         group: Callable[[object], str] = lambda task: "",
         needs_gpu: Callable[[object], bool] = lambda task: False,
         release: Callable[[], None] | None = None,
-        connect_timeout: float = 10.0,
+        connect_timeout: float | None = None,
         worker_wait: float = 60.0,
         allowed_failures: int = 3,
     ):
@@ -294,7 +297,9 @@ class DaskExecutor(Executor):
             if self.address.kind == "scheduler":
                 try:
                     self.client = distributed.Client(
-                        self.address.text, timeout=self.connect_timeout, set_as_default=False
+                        self.address.text,
+                        timeout=self.connect_timeout or CONNECT_TIMEOUT_S,
+                        set_as_default=False,
                     )
                 except Exception as exc:  # OSError, TimeoutError, or garbage from a non-Dask port
                     raise UserError(
@@ -424,38 +429,57 @@ class DaskExecutor(Executor):
         distributed = _import_distributed()
         tasks = list(tasks)
         run_token = secrets.token_hex(4)
-        groups = [self.group(t) for t in tasks]
-        rank = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        # One client.map per (group, placement): one message per batch, not per item.
+        batches: dict[tuple[str, bool], list[int]] = {}
+        for i, task in enumerate(tasks):
+            batches.setdefault((self.group(task), bool(self.needs_gpu(task))), []).append(i)
+        rank = {g: r for r, g in enumerate(dict.fromkeys(g for g, _ in batches))}
         futures = {}
-        for i, (task, g) in enumerate(zip(tasks, groups, strict=True)):
-            fut = self.client.submit(
+        for (g, gpu), idx in batches.items():
+            batch = self.client.map(
                 _run_remote,
-                fn,
-                task,
-                g,
-                key=f"{_slug(g) or 'item'}-{run_token}-{i}",  # the dashboard colours by prefix
+                [fn] * len(idx),
+                [tasks[i] for i in idx],
+                [g] * len(idx),
+                key=[f"{_slug(g) or 'item'}-{run_token}-{i}" for i in idx],  # dashboard: by prefix
                 priority=len(rank) - rank[g],  # higher first: groups in the planned order
-                resources={"GPU": 1} if self.needs_gpu(task) else None,
+                resources={"GPU": 1} if gpu else None,
                 pure=False,
             )
-            futures[fut] = task
+            futures.update({fut: tasks[i] for fut, i in zip(batch, idx, strict=True)})
         self._futures = set(futures)
-        for fut in distributed.as_completed(list(futures), loop=self.client.loop):
-            task = futures.pop(fut)
-            self._futures.discard(fut)
-            if fut.status == "finished":
-                outcome, worker = fut.result()
-                if isinstance(outcome, dict):
-                    outcome = {**outcome, "worker": worker}
-            elif fut.status == "error":
-                outcome = self._failed(fut.exception())
-            else:  # cancelled, and not by us: the connection to the scheduler is gone
-                raise ClusterLost(
-                    f"--cluster {self.address.text}: lost the Dask scheduler mid-run; finished "
-                    f"items are kept in {self.run_dir}; rerun the same command to resume"
-                )
-            fut.release()
-            yield task, outcome
+        # Results are fetched in batches: one round trip for all items finished meanwhile.
+        for batch in distributed.as_completed(list(futures), loop=self.client.loop).batches():
+            finished = [f for f in batch if f.status == "finished"]
+            values = {}
+            try:
+                if finished:
+                    values = dict(zip(finished, self.client.gather(finished), strict=True))
+            except Exception:  # e.g. a result lost with its worker, then the recompute failed
+                values = {}  # each one on its own below
+            for fut in batch:
+                task = futures.pop(fut)
+                self._futures.discard(fut)
+                outcome = self._outcome(fut, values, distributed.CancelledError)
+                fut.release()
+                yield task, outcome
+
+    def _outcome(self, fut, values: dict, cancelled: type[BaseException]):
+        try:
+            outcome, worker = values[fut] if fut in values else fut.result()
+        except cancelled:  # and not by us: the connection to the scheduler is gone
+            raise self._lost() from None
+        except Exception as exc:  # KilledWorker, or an error outside fn (unpicklable task …)
+            if self.client.status != "running":  # not the item's fault: keep it to do again
+                raise self._lost() from None
+            return self._failed(exc)
+        return {**outcome, "worker": worker} if isinstance(outcome, dict) else outcome
+
+    def _lost(self) -> ClusterLost:
+        return ClusterLost(
+            f"--cluster {self.address.text}: lost the Dask scheduler mid-run; finished "
+            f"items are kept in {self.run_dir}; rerun the same command to resume"
+        )
 
     def _failed(self, exc: BaseException) -> TaskFailed:
         if type(exc).__name__ == "KilledWorker":
@@ -473,9 +497,12 @@ class DaskExecutor(Executor):
         now = time.monotonic()
         if self.client is not None and now - self._status_at >= every:
             self._status_at = now
-            workers = set(self.client.scheduler_info(n_workers=-1)["workers"])
-            if workers - self._probed:
-                self.probe(workers - self._probed)
-            busy = sum(1 for keys in self.client.processing().values() if keys)
+            try:
+                workers = set(self.client.scheduler_info(n_workers=-1)["workers"])
+                if workers - self._probed:
+                    self.probe(workers - self._probed)
+                busy = sum(1 for keys in self.client.processing().values() if keys)
+            except (OSError, TimeoutError):  # CommClosedError is an OSError
+                raise self._lost() from None
             self._status = f"workers {len(workers)} (busy {busy}, idle {len(workers) - busy})"
         return self._status

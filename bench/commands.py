@@ -84,6 +84,7 @@ def cmd_run(args) -> int:
         "device": args.device,
         "weights_dir": args.weights_dir,
         "seed": args.seed,
+        "cluster": args.cluster,
     }
     names = {f.name for f in fields(cfg)}
     for k, v in cli.items():
@@ -193,6 +194,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=DEVICES, help="for neural methods (default auto)")
     p.add_argument("--weights-dir", help="folder with checkpoints (see `hrbench weights`)")
     p.add_argument("--seed", type=int, help="seed for randomised methods (default 0)")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the items on Dask: tcp://HOST:PORT (a running scheduler), local:N (N worker "
+        "processes here) or slurm (jobs from the config's [cluster] table); see README",
+    )
     p.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS even if available")
     p.add_argument("--no-outputs", action="store_true", help="do not save output images")
     p.add_argument("--no-plots", action="store_true", help="do not write plots/ at the end")

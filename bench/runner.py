@@ -65,6 +65,8 @@ class RunConfig:
     display: str = "standard_fhd"  # display model of cvvdp and flip (bench.metrics.display)
     save_outputs: bool = True
     plots: bool = True  # write plots/ at the end of the run
+    cluster: str | None = None  # Dask: tcp://HOST:PORT, local:N or slurm (bench.cluster)
+    cluster_table: dict = field(default_factory=dict)  # the TOML file's [cluster] table (SLURM)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> RunConfig:
@@ -79,12 +81,14 @@ class RunConfig:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{path}: invalid TOML ({exc})") from None
+        # [cluster] (a table) holds the SLURM settings; `cluster = "ADDRESS"` is a run key.
+        table = data.pop("cluster") if isinstance(data.get("cluster"), dict) else {}
         data = data.get("run", data)
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"cluster_table"}
         unknown = sorted(set(data) - names)
         if unknown:
             raise UserError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(names))}")
-        return cls(**data).checked(str(path))
+        return cls(**data, cluster_table=table).checked(str(path))
 
     def checked(self, where: str = "config") -> RunConfig:
         """Type-check fields a user can get wrong; return self."""
@@ -112,6 +116,11 @@ class RunConfig:
 
         check_region(self.metric_region)
         parse_display(self.display)
+        if self.cluster:
+            from .cluster import parse_address, slurm_settings
+
+            if parse_address(self.cluster).kind == "slurm":
+                slurm_settings(self.cluster_table, where)
         return self
 
 
@@ -148,12 +157,14 @@ class Task:
 _INSTANCES: dict[str, object] = {}
 
 
-def _method(task: Task):
+def _method(task: Task) -> tuple[object, bool]:
+    """The task's method from this process's cache, and whether it was loaded just now."""
     inst = _INSTANCES.get(task.method_key)
-    if inst is None:
-        inst = create(task.method, task.context)
-        _INSTANCES[task.method_key] = inst
-    return inst
+    if inst is not None:
+        return inst, False
+    inst = create(task.method, task.context)
+    _INSTANCES[task.method_key] = inst
+    return inst, True
 
 
 @functools.cache
@@ -187,11 +198,12 @@ def run_task(task: Task) -> dict:
         "error": "",
         "traceback": "",
         "method_meta": None,
+        "method_loaded": False,  # this item loaded the method (cluster benchmark counts loads)
     }
     try:
         gt = read_image(task.gt)
         mask = read_mask(task.mask, gt.shape[:2])
-        inst = _method(task)
+        inst, res["method_loaded"] = _method(task)
         res["method_meta"] = _metadata(task.method_key)
         inst.set_item(task.image, task.resolution)
         gpu = task.context.device == "cuda" and getattr(inst, "uses_gpu", False)
@@ -320,7 +332,8 @@ def run(
         cfg.methods = default_methods()
     if cfg.weights_dir and not Path(cfg.weights_dir).is_dir():
         raise UserError(f"--weights-dir {cfg.weights_dir}: folder not found")
-    device = resolve_device(cfg.device)
+    # On a cluster the GPUs are the workers' (the probe checks them), not this machine's.
+    device = "cuda" if cfg.cluster and cfg.device == "cuda" else resolve_device(cfg.device)
     context = MethodContext(
         device=device, weights_dir=Path(cfg.weights_dir) if cfg.weights_dir else None, seed=cfg.seed
     )
@@ -398,11 +411,15 @@ def run(
     try:
         with executor:
             info["executor"] = executor.describe()
+            if info["executor"].get("dashboard"):
+                log.info("Dask dashboard: %s", info["executor"]["dashboard"])
             for task, outcome in executor.run(run_task, [p.task for p in todo]):
                 rec = _record(run_dir, by_item[_item_key(task)], outcome)
                 counts[rec["status"]] += 1
                 bar.update(1)
-                bar.set_postfix_str(f"{task.method} {task.resolution} {task.image[:20]}")
+                # the item, and the executor's state (a cluster's workers busy/idle) if any
+                postfix = [f"{task.method} {task.resolution} {task.image[:20]}", executor.status()]
+                bar.set_postfix_str("; ".join(filter(None, postfix)))
         status = "finished"
     finally:
         bar.close()
@@ -436,8 +453,25 @@ def run(
 
 
 def make_executor(cfg: RunConfig, run_dir: Path, device: str, n_tasks: int) -> Executor:
-    """Where this run's items go: ``cfg.jobs`` local processes (or this one, for one job)."""
-    return local_executor(cfg.jobs or min(os.cpu_count() or 1, 4), n_tasks)
+    """Where this run's items go: a Dask cluster (``cfg.cluster``), else ``cfg.jobs`` local
+    processes (or this one, for one job)."""
+    if not (cfg.cluster and n_tasks):
+        return local_executor(cfg.jobs or min(os.cpu_count() or 1, 4), n_tasks)
+    from .cluster import DaskExecutor, parse_address
+
+    @functools.cache
+    def on_gpu(method: str, context: MethodContext) -> bool:
+        return identity(method, context)["device"] == "cuda"
+
+    return DaskExecutor(
+        parse_address(cfg.cluster),
+        run_dir,
+        device=device,
+        slurm=cfg.cluster_table,
+        group=lambda task: task.method_key,  # workers keep one loaded model per identity
+        needs_gpu=lambda task: on_gpu(task.method, task.context),
+        release=close_methods,
+    )
 
 
 def _item_key(task: Task) -> tuple[str, int, str]:

@@ -6,6 +6,7 @@ that the test-only methods below are registered on both sides.
 - ``test-slow``: fills the hole with the mean colour after a pause; before the pause it
   drops a marker file naming its process, so a test can kill the worker mid-item.
 - ``test-gpu-standin``: a CPU method that declares ``uses_gpu`` (placement tests).
+- ``test-dies-on-img1``: kills the worker process running it on the item img1.
 - :class:`DaskProcesses`: a real ``dask scheduler`` and ``dask worker`` processes on
   127.0.0.1, each worker in its own working directory.
 """
@@ -52,6 +53,16 @@ class GpuStandIn(SlowMean):
     """Declares a GPU; runs on the CPU (test-only)."""
 
     uses_gpu = True
+
+
+@register("test-dies-on-img1")
+class DiesOnImg1(SlowMean):
+    """Kills its own worker process on the item img1 (as an out-of-memory kill would)."""
+
+    def _inpaint(self, image, mask):
+        if self.current.startswith("img1-"):
+            os._exit(137)
+        return super()._inpaint(image, mask)
 
 
 def where_am_i(task) -> dict:
@@ -152,14 +163,15 @@ class DaskProcesses:
         return {w["name"]: addr for addr, w in info.items()}
 
     def stop(self) -> None:
-        for proc in [*self.workers, self.scheduler]:
-            if proc is not None and proc.poll() is None:
+        """SIGTERM, then SIGKILL what has not exited within a few seconds (tests own these)."""
+        procs = [p for p in [*self.workers, self.scheduler] if p is not None]
+        for proc in procs:
+            if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in [*self.workers, self.scheduler]:
-            if proc is None:
-                continue
+        deadline = time.monotonic() + 3
+        for proc in procs:
             try:
-                proc.wait(10)
+                proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
