@@ -213,8 +213,10 @@ def register_analysis_commands(survey_subparsers: argparse._SubParsersAction) ->
         description="Fit Bradley–Terry scores to pairwise votes (a CSV with columns "
         "participant,left,right,choice[,excluded,is_validation,trial,rt_ms] or a study "
         "folder) and write tables (md/csv/LaTeX), a ranking chart (PNG/PDF), a win-matrix "
-        "heatmap and report.txt. choice: left, right, the chosen item's name, or tie/none "
-        "(a tie counts as half a win for each side).",
+        "heatmap and report.txt; with the benchmark run's metrics (found through a study "
+        "folder's study.json, or --metrics), vote-level agreement of each metric with people "
+        "(agreement.md/.csv/.tex/.png) and a metric-vs-crowd scatter. choice: left, right, "
+        "the chosen item's name, or tie/none (a tie counts as half a win for each side).",
     )
     p.add_argument("source", help="votes CSV or STUDY folder")
     p.add_argument("--db", default=None,

@@ -214,9 +214,10 @@ def write_fit_outputs(res: StudyAnalysis, out: Path, source: str, scale: str = "
                       metrics: pd.DataFrame | None = None) -> list[Path]:
     """Write tables, charts, checks and the report under ``out``; return the paths.
 
-    ``scale`` (``bt`` or ``jod``) chooses the score of ranking.md/.tex and the chart;
-    ranking.csv always holds both. ``metrics`` (the run's metrics.csv) adds the scatter of
-    each metric against the crowd's score.
+    ``scale`` (``bt`` or ``jod``) chooses the score of ranking.md/.tex, the chart and the
+    pairwise p_better/significance tables; ranking.csv always holds both scores.
+    ``metrics`` (the run's metrics.csv) adds the scatter of each metric against the crowd's
+    score.
     """
     from . import plots
 
@@ -233,9 +234,10 @@ def write_fit_outputs(res: StudyAnalysis, out: Path, source: str, scale: str = "
     text("ranking.md", table_markdown(res.table, unit, scale))
     text("ranking.csv", res.table.to_csv(index=False))
     text("ranking.tex", table_latex(res.table, unit, scale))
-    text("p_better.csv", pd.DataFrame(res.summary.p_better, index=res.items,
+    summ = res.jod_summary if scale == "jod" else res.summary
+    text("p_better.csv", pd.DataFrame(summ.p_better, index=res.items,
                                       columns=res.items).to_csv())
-    text("significance.csv", pd.DataFrame(res.summary.significant, index=res.items,
+    text("significance.csv", pd.DataFrame(summ.significant, index=res.items,
                                           columns=res.items).to_csv())
     text("win_matrix.csv", pd.DataFrame(res.wins, index=res.items, columns=res.items).to_csv())
     text("pair_counts.csv", res.pairs.to_csv(index=False))
