@@ -8,12 +8,15 @@ database gets its schema once), then forks N workers. Each worker builds its own
 the processes waiting in ``accept``. The parent only supervises: a worker that dies (OOM
 kill, SIGKILL, crash) is replaced at once; SIGTERM or Ctrl-C stops all of them.
 
-Why waitress per process and not gunicorn: measured with ``benchmarks/survey_load.py
---server gunicorn`` (see the README's load section), gunicorn's ``gthread`` workers gave no
-more answers per second than waitress processes on the same socket, while adding a
-dependency, a second configuration path (gunicorn's own options and app loading) and a
-server that does not run on Windows; waitress is already the single-process server, so one
-code path serves both.
+Why waitress per process and not gunicorn, measured with ``python -m benchmarks.survey_load
+--pg-temp --workers 2 --clients 8,32 --server waitress|gunicorn`` (two interleaved runs
+each, 2 processes x 16 threads, on the 2-core development VM at load average 16-25):
+gunicorn's ``gthread`` workers answered 63-110 / 96-185 answers/s at 8 / 32 clients against
+110-131 / 141-176 for waitress processes, served 390-560 against 610-1360 ``/healthz`` per
+second, and used 2.9-4.4 against 3.1-3.5 ms server CPU per answer. On so loaded a machine
+differences under ~30 % are noise, but nothing favoured gunicorn, and it would add a
+dependency, a second way to configure and load the app, and a server that does not run
+on Windows; waitress is already the one-process server, so one code path serves both.
 """
 
 from __future__ import annotations
