@@ -37,7 +37,7 @@ from sqlalchemy.sql.expression import Executable
 
 from bench.errors import UserError
 
-from .models import Base, Study
+from .models import Study
 
 log = logging.getLogger(__name__)
 
@@ -190,9 +190,6 @@ class Database:
                 if self._committer is None:
                     self._committer = GroupCommitter(self)
         return self._committer.run(job)
-
-    def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
