@@ -19,13 +19,18 @@ How a database's schema is handled (the same on SQLite and PostgreSQL):
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+# Alembic logs at INFO from import on (plugin set-up, dialect); hrbench's command line shows
+# INFO, and a one-line error must stay one line. upgrade() turns its step log back on.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+from sqlalchemy import Connection, Engine, inspect, text  # noqa: E402
 
 FIRST = "0001"  # the schema of every database made before migrations existed
 _HERE = Path(__file__).resolve().parent
@@ -109,6 +114,7 @@ def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     An empty database gets every migration from the first. A database made before
     migrations existed is stamped ``FIRST`` and migrated from there.
     """
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # says each step
     with engine.connect() as conn:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
