@@ -122,16 +122,17 @@ def _pair_refs(db: Database, study_id: int) -> tuple[list, list]:
     from sqlalchemy import select
 
     from .assign import PairRef
-    from .models import Pair
+    from .models import Item, Pair
 
     with db.session_scope() as s:
         rows = s.execute(
-            select(Pair.id, Pair.item_a_id, Pair.item_b_id, Pair.kind)
+            select(Pair.id, Pair.item_a_id, Pair.item_b_id, Pair.kind, Item.image)
+            .join(Item, Item.id == Pair.item_a_id)
             .where(Pair.study_id == study_id)
             .order_by(Pair.id)
         ).all()
-    compare = [PairRef(i, a, b) for i, a, b, k in rows if k == "compare"]
-    validation = [PairRef(i, a, b) for i, a, b, k in rows if k == "validation"]
+    compare = [PairRef(i, a, b, g) for i, a, b, k, g in rows if k == "compare"]
+    validation = [PairRef(i, a, b, g) for i, a, b, k, g in rows if k == "validation"]
     return compare, validation
 
 

@@ -38,7 +38,9 @@ VOLATILE_HEADERS = {"set-cookie", "date", "vary"}
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("blinding")
-    run = make_fake_run(root / "run", images=("alpha", "beta", "gamma", "delta"))
+    # More photos than trials per person, as in a real study (in a study with fewer photos
+    # than trials a photo must recur, and only one check per photo exists: see the report).
+    run = make_fake_run(root / "run", images=tuple(f"photo{i}" for i in range(8)))
     create_study(run, root / "study", resolution=128, trials_per_participant=N_TRIALS,
                  validation=N_VALIDATION, progress=False)
     return root / "study"
@@ -164,19 +166,24 @@ def test_bot_reading_every_byte_finds_validation_trials_no_better_than_chance(st
              "validation": truth[i].kind == "validation"}
             for i, key, sizes in observed
         ]})
-    n_scored = len(people[0]["trials"])
-    assert n_scored == N_TRIALS and all(
-        sum(t["validation"] for t in p["trials"]) == N_VALIDATION for p in people)
-    chance = N_VALIDATION / n_scored
+    for person in people:  # schedule context: how often this photo (its sizes) occurs
+        seen = Counter(t["sizes"] for t in person["trials"])
+        for t in person["trials"]:
+            t["recur"] = seen[t["sizes"]]
+            t["key_recur"] = (t["key"], t["recur"])
+    assert all(len(p["trials"]) == N_TRIALS for p in people)
+    # Two checks, three when the swapped repeat falls on one.
+    assert all(sum(t["validation"] for t in p["trials"]) in (N_VALIDATION, N_VALIDATION + 1)
+               for p in people)
     train, test = people[: N_PEOPLE // 2], people[N_PEOPLE // 2:]
+    # Chance per guess: a person with k checks among n trials, guessing k, hits k/n per guess.
+    ks = [sum(t["validation"] for t in p["trials"]) for p in test]
+    chance = sum(k * k for k in ks) / N_TRIALS / sum(ks)
 
-    for feature in ("key", "sizes"):
+    for feature in ("key", "sizes", "recur", "key_recur", "index"):
         hits, guesses = _bot(train, test, feature)
         ci = binomtest(hits, guesses, chance).proportion_ci(0.99)
         assert ci.low <= chance <= ci.high, (feature, hits, guesses, chance)
-    # Positions are uniformly random: guessing by trial index is chance too.
-    hits, guesses = _bot(train, test, "index")
-    assert binomtest(hits, guesses, chance).proportion_ci(0.99).high >= chance
 
     # Control: without the padding the same bot reads validation trials off the sizes.
     hits, guesses = _bot(train, test, "raw")
