@@ -116,11 +116,13 @@ class RunConfig:
 
         check_region(self.metric_region)
         parse_display(self.display)
-        if self.cluster:
+        if self.cluster or self.cluster_table:
             from .cluster import parse_address, slurm_settings
 
-            if parse_address(self.cluster).kind == "slurm":
+            if self.cluster_table or parse_address(self.cluster).kind == "slurm":
                 slurm_settings(self.cluster_table, where)
+            if self.cluster:
+                parse_address(self.cluster)
         return self
 
 
@@ -405,6 +407,7 @@ def run(
     counts = Counter()
     reasons = Counter(p.why for p in stale)
     by_item = {_item_key(p.task): p for p in todo}  # executors may hand back copies of tasks
+    meta_written: set[str] = set()
     executor = executor or make_executor(cfg, run_dir, device, len(todo))
     bar = tqdm(total=len(todo), desc="run", unit="item", disable=not progress, dynamic_ncols=True)
     status = "interrupted"
@@ -414,7 +417,7 @@ def run(
             if info["executor"].get("dashboard"):
                 log.info("Dask dashboard: %s", info["executor"]["dashboard"])
             for task, outcome in executor.run(run_task, [p.task for p in todo]):
-                rec = _record(run_dir, by_item[_item_key(task)], outcome)
+                rec = _record(run_dir, by_item[_item_key(task)], outcome, meta_written)
                 counts[rec["status"]] += 1
                 bar.update(1)
                 # the item, and the executor's state (a cluster's workers busy/idle) if any
@@ -516,7 +519,7 @@ def _plan(run_dir, cfg, runnable, settings, manifest, context, metric_names) -> 
     return plan
 
 
-def _record(run_dir: Path, item: PlannedItem, outcome: dict | TaskFailed) -> dict:
+def _record(run_dir: Path, item: PlannedItem, outcome: dict | TaskFailed, meta_written: set[str]) -> dict:
     """Turn a worker's outcome into the item's record and write it (client side only)."""
     if isinstance(outcome, TaskFailed):
         outcome = {"status": "failed", "error": outcome.error, "traceback": outcome.detail}
@@ -538,8 +541,9 @@ def _record(run_dir: Path, item: PlannedItem, outcome: dict | TaskFailed) -> dic
     if rec["status"] != "ok":
         log.warning("FAILED %s %s %s: %s", t.method, t.resolution, t.image, rec["error"])
         write_text(records.log_path(run_dir, t.method, t.resolution, t.image), outcome.get("traceback") or "")
-    if outcome.get("method_meta") and not records.method_meta_path(run_dir, t.method).exists():
+    if outcome.get("method_meta") and t.method not in meta_written:  # once per method and run
         records.write_method_meta(run_dir, t.method, outcome["method_meta"])
+        meta_written.add(t.method)
     records.write_record(run_dir, rec)
     return rec
 

@@ -20,6 +20,7 @@ from PIL import Image
 from bench.cli import main
 from bench.io import read_image
 from bench.methods import Inpainter, MethodContext, register
+from bench.records import verify
 
 
 @register("test-mean")
@@ -104,14 +105,18 @@ def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
     gt = read_image(run / "data" / "64" / "img0.png")
     assert np.array_equal(outimg[:5], gt[:5]) and not np.array_equal(outimg, gt)
 
-    for fmt, needle in (("latex", r"\textbf{"), ("csv", "ci_low"), ("md", "**")):
-        code, out, _ = _run(["table", str(run), "--format", fmt, "--ci"], capsys)
-        assert code == 0 and needle in out
-    code, out, _ = _run(["plot", str(run)], capsys)
-    assert code == 0
+    # the run wrote its figures, and every number traces back to run.json's settings
     for name in ("metrics_vs_resolution", "runtime_vs_resolution", "qualitative_64"):
         assert (run / "plots" / f"{name}.png").stat().st_size > 1000
         assert (run / "plots" / f"{name}.pdf").exists()
+    assert verify(run) == []
+    assert (run / "table.md").read_text() in out
+
+    for fmt, needle in (("latex", r"\textbf{"), ("csv", "ci_low"), ("md", "**")):
+        code, out, _ = _run(["table", str(run), "--format", fmt, "--ci"], capsys)
+        assert code == 0 and needle in out
+    code, out, _ = _run(["plot", str(run), "--out", str(tmp_path / "figs")], capsys)
+    assert code == 0 and (tmp_path / "figs" / "qualitative_64.png").exists()
 
 
 def test_failing_item_is_recorded_and_run_goes_on(photo_dir, tmp_path, capsys):
@@ -424,7 +429,6 @@ FINGERPRINT_CASES = [
 def test_each_fingerprinted_setting_redoes_exactly_its_items(case, fingerprint_env, monkeypatch):
     """Change one setting, rerun into the old folder: its items are redone (saying why), the
     others reused, and the numbers equal a fresh run's with the new setting (defect 1)."""
-    from bench.records import verify
     from bench.runner import run
 
     _, base, change, redone, reason = case
