@@ -33,6 +33,7 @@ PROBE_DIR = ".cluster-probe"
 # Seconds to reach a tcp:// scheduler before giving up with one line (Dask's default is 30 s
 # plus retries: a typo in the address should not cost half a minute).
 CONNECT_TIMEOUT_S = 10.0
+SLURM_WAIT_S = 3600.0  # for the first SLURM job to leave the queue and its worker to join
 
 
 class ClusterLost(UserError):
@@ -236,7 +237,8 @@ class DaskExecutor(Executor):
     ``needs_gpu(task)`` tasks go only to workers with the ``GPU`` resource.
     ``release()``, a module-level function, runs on every worker after the run (free models).
     ``connect_timeout``: seconds to reach a ``tcp://`` scheduler (default ``CONNECT_TIMEOUT_S``).
-    ``worker_wait``: seconds to wait for the first worker (SLURM jobs may sit in the queue).
+    ``worker_wait``: seconds to wait for the first worker (default 60; for SLURM, whose jobs
+    may sit in the queue, ``SLURM_WAIT_S``).
     ``allowed_failures``: how many times a worker may die while running one item before the
     item is reported failed (LocalCluster and SLURM; a ``tcp://`` scheduler uses its own
     ``distributed.scheduler.allowed-failures``, default 3).
@@ -255,7 +257,7 @@ class DaskExecutor(Executor):
         needs_gpu: Callable[[object], bool] = lambda task: False,
         release: Callable[[], None] | None = None,
         connect_timeout: float | None = None,
-        worker_wait: float = 60.0,
+        worker_wait: float | None = None,
         allowed_failures: int = 3,
     ):
         self.address = address
@@ -309,13 +311,18 @@ class DaskExecutor(Executor):
             else:
                 self.cluster = self._make_cluster(distributed)
                 self.client = distributed.Client(self.cluster, set_as_default=False)
+        wait = self.worker_wait or (SLURM_WAIT_S if self.address.kind == "slurm" else 60.0)
+        if self.address.kind == "slurm":
+            log.info("SLURM jobs submitted; waiting up to %.0f s for the first worker", wait)
         try:
-            self.client.wait_for_workers(1, timeout=self.worker_wait)
+            self.client.wait_for_workers(1, timeout=wait)
         except (TimeoutError, distributed.TimeoutError):
-            raise UserError(
-                f"{where}: no Dask worker joined within {self.worker_wait:.0f} s; "
-                f"start workers with `dask worker {self.address.text}`"
-            ) from None
+            hint = (
+                "check `squeue`"
+                if self.address.kind == "slurm"
+                else f"start workers with `dask worker {self.address.text}`"
+            )
+            raise UserError(f"{where}: no Dask worker joined within {wait:.0f} s; {hint}") from None
         if _dashboard_available():
             self.dashboard = self.client.dashboard_link
         self.probe()

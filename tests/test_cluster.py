@@ -171,3 +171,42 @@ def test_a_port_that_is_not_dask_is_one_line(tmp_path):
     finally:
         srv.close()
     assert f"tcp://127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_config_file_cluster_table_and_address(tmp_path):
+    from bench.runner import RunConfig, make_executor
+
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(
+        '[run]\nresolutions = [1024]\ncluster = "slurm"\n\n'
+        '[cluster]\nqueue = "cpu"\ncores = 32\nmemory = "64GB"\njobs = 8\n'
+    )
+    cfg = RunConfig.from_toml(cfg_path)
+    assert cfg.cluster == "slurm"
+    assert cfg.cluster_table == {"queue": "cpu", "cores": 32, "memory": "64GB", "jobs": 8}
+    ex = make_executor(cfg, tmp_path, "cpu", n_tasks=5)  # built, not started: nothing submitted
+    assert isinstance(ex, DaskExecutor) and ex.slurm == cfg.cluster_table and ex.client is None
+
+    # keys at the top level (no [run] table): `cluster` is then the address
+    cfg_path.write_text('resolutions = [1024]\ncluster = "local:3"\n')
+    cfg = RunConfig.from_toml(cfg_path)
+    assert (cfg.cluster, cfg.cluster_table) == ("local:3", {})
+    assert make_executor(cfg, tmp_path, "cpu", n_tasks=0).kind != "dask"  # nothing to do: no cluster
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[run]\ncluster = "slurm"\n', "needs a [cluster] table"),
+        ('[run]\ncluster = "pbs"\n', "not a cluster address"),
+        ('[run]\n[cluster]\ncores = 4\nmemory = "8GB"\nqueues = "x"\n', "unknown key 'queues'"),
+    ],
+)
+def test_config_file_cluster_mistakes_are_one_line(tmp_path, text, says):
+    from bench.runner import RunConfig
+
+    cfg_path = tmp_path / "run.toml"
+    cfg_path.write_text(text)
+    with pytest.raises(UserError) as err:
+        RunConfig.from_toml(cfg_path)
+    assert says in str(err.value) and "\n" not in str(err.value)
