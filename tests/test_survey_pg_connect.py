@@ -1,4 +1,5 @@
-"""Opening a survey database: URL mapping and one-line errors (exit 2), against a real server."""
+"""Opening a survey database: URL mapping and one-line errors (exit 2), against a real server
+(the tests that need none run by default)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from bench.errors import UserError
 from survey_app import create_app
 from survey_app.db import normalise_url, open_database, shown_url
 from survey_app.study import create_study
-
-pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +44,7 @@ def test_url_mapping_and_password_masking():
     assert "secret" not in shown_url("postgresql+psycopg://u:secret@h/db")
 
 
+@pytest.mark.postgres
 def test_plain_postgresql_url_works(pg_server, study):
     name = pg_server.create_database()
     url = pg_server.url(name).replace("postgresql+psycopg://", "postgresql://")
@@ -83,6 +83,7 @@ def test_unknown_host(study, capsys):
     assert "unknown host 'no-such-host.invalid'" in line
 
 
+@pytest.mark.postgres
 def test_wrong_password(pg_server, study, capsys):
     name = pg_server.create_database()
     line = _serve_error(capsys, study, pg_server.url(name, password="wrong"))
@@ -91,17 +92,20 @@ def test_wrong_password(pg_server, study, capsys):
     assert "authentication as 'nobody' failed" in line
 
 
+@pytest.mark.postgres
 def test_missing_database(pg_server, study, capsys):
     line = _serve_error(capsys, study, pg_server.url("no_such_db"))
     assert "'no_such_db' does not exist" in line
     assert f"createdb -h 127.0.0.1 -p {pg_server.port} -U hrbench no_such_db" in line
 
 
+@pytest.mark.postgres
 def test_empty_database_on_export(pg_url, study, capsys):
     line = _serve_error(capsys, study, pg_url)
     assert "holds no survey yet" in line
 
 
+@pytest.mark.postgres
 def test_database_holding_another_study(pg_url, study, tmp_path, capsys):
     app = create_app({"STUDY_DIR": str(study), "SECRET_KEY": "k" * 40, "DATABASE_URL": pg_url})
     app.extensions["survey"].db.dispose()
@@ -116,12 +120,14 @@ def test_database_holding_another_study(pg_url, study, tmp_path, capsys):
     assert "holds another study" in line and "one database per study" in line
 
 
+@pytest.mark.postgres
 def test_serve_reports_errors_in_one_line(pg_server, study, capsys):
     rc = cli_main(["survey", "serve", str(study), "--db", pg_server.url("nope"), "--port", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "createdb" in err[0]
 
 
+@pytest.mark.postgres
 def test_open_database_checks_once_and_creates(pg_url):
     db = open_database(pg_url, create=True)
     with db.engine.connect() as conn:
