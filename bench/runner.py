@@ -250,7 +250,8 @@ class PlannedItem:
     settings: dict
     fingerprint: str
     action: str  # "new", "redo" or "reuse"
-    why: str | None  # for "redo": the first setting that differed
+    why: str | None  # for "redo": the first setting that differed, or "failed before", …
+    settings_changed: bool  # the existing record has another fingerprint
 
 
 @dataclass
@@ -372,8 +373,9 @@ def run(
 
     plan = _plan(run_dir, cfg, runnable, settings, prep.manifest, context, metric_names)
     stale = [p for p in plan if p.action == "redo"]
-    if stale and not redo:
-        first = stale[0]
+    changed = [p for p in stale if p.settings_changed]  # retrying failed items is no change
+    if changed and not redo:
+        first = changed[0]
         raise UserError(
             _no_redo_message(
                 run_dir, f"{first.task.method} at {first.task.resolution} px, {first.task.image}: {first.why}"
@@ -515,7 +517,8 @@ def _plan(run_dir, cfg, runnable, settings, manifest, context, metric_names) -> 
             )
             old = records.read_record(records.record_path(run_dir, name, n, image))
             action, why = records.reuse_decision(old, item, fp, run_dir, cfg.save_outputs)
-            plan.append(PlannedItem(task, item, fp, action, why))
+            changed = old is not None and old.get("fingerprint") != fp
+            plan.append(PlannedItem(task, item, fp, action, why, changed))
     return plan
 
 

@@ -121,29 +121,17 @@ def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
 
 def test_failing_item_is_recorded_and_run_goes_on(photo_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    code, out, err = _run(
-        [
-            "run",
-            "--images",
-            str(photo_dir),
-            "--out",
-            str(run),
-            "--resolutions",
-            "32",
-            "--methods",
-            "test-fail-img1",
-            "--no-lpips",
-            "-q",
-            "--jobs",
-            "1",
-        ],
-        capsys,
-    )
+    args = ["run", "--images", str(photo_dir), "--out", str(run), "--resolutions", "32"]
+    args += ["--methods", "test-fail-img1", "--no-lpips", "--no-plots", "-q", "--jobs", "1"]
+    code, out, err = _run(args, capsys)
     assert code == 1 and "1 items failed" in err
     items = pd.read_csv(run / "items.csv").set_index("image")
     assert items.loc["img1", "status"] == "failed" and "simulated crash" in items.loc["img1", "error"]
     assert items.loc["img0", "status"] == "ok" and bool(items.loc["img0", "changed_known"])
     assert (run / "logs" / "test-fail-img1_32_img1.txt").read_text().count("Traceback") == 1
+    # a rerun retries the failed item only; that is no change of settings, so --no-redo allows it
+    code, out, err = _run([*args, "--no-redo"], capsys)
+    assert code == 1 and "(0 done, 2 reused, 1 redone (failed before), 1 failed;" in err, err
 
 
 @pytest.mark.parametrize(
