@@ -176,7 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--metrics",
         metavar="METRIC",
         help="metrics to compute: l1 psnr ssim hole_l1 hole_psnr lpips cvvdp flip "
-        "(default: all that can run here)",
+        "(default: l1 psnr ssim hole_l1 hole_psnr cvvdp, and lpips if its weights are cached)",
     )
     p.add_argument(
         "--metric-region",

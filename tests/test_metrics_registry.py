@@ -105,10 +105,12 @@ def test_missing_package_is_named(monkeypatch):
     assert reason == (
         "FLIP unavailable: the flip-evaluator package is not installed; pip install flip-evaluator"
     )
-    names, left_out = metrics.resolve_metrics(None)
-    assert "flip" not in names and left_out["flip"] == reason
     with pytest.raises(UserError, match="--metrics flip: FLIP unavailable"):
         metrics.resolve_metrics(["flip"])
+    monkeypatch.setattr(metrics.compute.importlib.util, "find_spec", lambda name: None)
+    names, left_out = metrics.resolve_metrics(None, lpips=False)
+    assert names == metrics.CORE_METRICS
+    assert left_out["cvvdp"] == "CVVDP unavailable: the cvvdp package is not installed; pip install cvvdp"
 
 
 # -- the hole region ----------------------------------------------------------------------------
