@@ -1,4 +1,4 @@
-"""The pairwise-voting site (Flask) and the analysis of its votes.
+"""The pairwise-voting site (Flask); the analysis of its votes is in ``bench.ranking``.
 
 ``create_app(config)`` (in :mod:`survey_app.app`) is the application factory, so
 ``flask --app survey_app run`` works. It is imported on first use so that the ``hrbench``

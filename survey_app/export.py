@@ -1,7 +1,7 @@
 """``export_votes``: every stored answer as a tidy table, one row per answer.
 
 Columns (in this order; ``left``/``right`` are item names ``method/image``, the form the
-analysis in ``survey_app.analysis`` splits into method and image):
+analysis in ``bench.ranking`` splits into method and image):
 
 =====================  ================================================================
 study                  study uid
