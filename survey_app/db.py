@@ -358,6 +358,10 @@ def _connect_error(url: str, exc: BaseException) -> str:
             "role" in low and "does not exist" in low) or "no password supplied" in low:
         return (f"authentication as {u.username!r} failed on {where}; check the user name and "
                 "password in the URL (or ~/.pgpass)")
+    if state == "42501" or "permission denied" in low:
+        return (f"user {u.username!r} may not create or read the survey tables in "
+                f"{u.database!r} (PostgreSQL 15 and later: make the user the owner, "
+                f"`createdb -O {u.username} {u.database}`, or GRANT CREATE ON SCHEMA public)")
     if "resolve host" in low or "translate host name" in low or "name or service" in low:
         return f"unknown host {u.host!r}; check the host name in the URL"
     if "refused" in low or "timeout" in low or "timed out" in low or "could not connect" in low \

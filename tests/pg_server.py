@@ -77,12 +77,12 @@ class PgServer:
     def postmaster_pid(self) -> int:
         return int((self.folder / "data" / "postmaster.pid").read_text().split()[0])
 
-    def admin(self):
-        """An autocommit psycopg connection to the ``postgres`` database as superuser."""
+    def admin(self, database: str = "postgres"):
+        """An autocommit psycopg connection to ``database`` as superuser."""
         import psycopg
 
         return psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER,
-                               password=self.password, dbname="postgres", autocommit=True)
+                               password=self.password, dbname=database, autocommit=True)
 
     def create_database(self, prefix: str = "t") -> str:
         name = f"{prefix}_{os.getpid()}_{next(self._names)}"

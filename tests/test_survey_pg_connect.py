@@ -135,3 +135,18 @@ def test_open_database_checks_once_and_creates(pg_url):
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars())
     db.dispose()
     assert {"study", "item", "pair", "participant", "trial", "vote", "alembic_version"} <= tables
+
+
+@pytest.mark.postgres
+def test_user_without_create_rights(pg_server, study, capsys):
+    """PostgreSQL 15 lets only the owner create tables in a database's public schema."""
+    name = pg_server.create_database()
+    with pg_server.admin() as conn:
+        conn.execute("DROP ROLE IF EXISTS visitor")
+        conn.execute("CREATE ROLE visitor LOGIN PASSWORD 'visitor'")
+    with pg_server.admin(name) as conn:  # the PostgreSQL 15 default, also on older servers
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    url = pg_server.url(name, user="visitor", password="visitor")
+    with pytest.raises(UserError, match="may not create or read the survey tables") as err:
+        create_app({"STUDY_DIR": str(study), "SECRET_KEY": "k" * 40, "DATABASE_URL": url})
+    assert f"createdb -O visitor {name}" in str(err.value)
