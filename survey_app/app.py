@@ -54,7 +54,7 @@ from .assign import plan_trials
 from .db import Database, default_db_url, open_database
 from .images import equal_size_plan, token_key
 from .participant import participant_bp
-from .platforms import check_codes
+from .platforms import RETURN_URL_RE, check_codes
 from .queries import AnswerStatements, PairCounts
 from .security import (
     ADMIN_ENV,
@@ -185,6 +185,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         codes = check_codes(app.config.get("COMPLETION_CODES") or {})
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    return_url = app.config.get("COMPLETION_URL")
+    if return_url and not RETURN_URL_RE.match(return_url):
+        raise UserError("--completion-url: must be an http(s):// URL without spaces or quotes")
     app.extensions["survey_headers"] = [(k.lower(), k, v) for k, v in headers.items()]
     if frame_ancestors:
         # A framed page is a third-party context: browsers send its cookie only with

@@ -37,6 +37,7 @@ MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # link could choose.
 MTURK_SUBMIT_HOSTS = ("https://www.mturk.com", "https://workersandbox.mturk.com")
 CODE_RE = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+RETURN_URL_RE = re.compile(r"^https?://[^\s<>\"']+$")  # a completion/return URL template
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def check_codes(codes: Mapping[str, str | None]) -> dict[str, str | None]:
     out: dict[str, str | None] = {o: codes.get(o) or None for o in OUTCOMES}
     for outcome, code in out.items():
         if code is not None and not CODE_RE.fullmatch(code):
-            raise ValueError(f"code for {outcome}: use 1-32 letters, digits, '_' or '-'")
+            raise ValueError(f"--code-{outcome.replace('_', '-')}: {code!r}; use 1-32 "
+                             "letters, digits, '_' or '-'")
     return out
 
 

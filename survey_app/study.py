@@ -45,6 +45,7 @@ from bench.masks import hole_bbox
 from bench.resize import resize
 
 from .models import Item, Pair, Study
+from .platforms import RETURN_URL_RE
 
 if TYPE_CHECKING:
     from .db import Database
@@ -297,7 +298,7 @@ def create_study(
         raise UserError("--validation: must be >= 0 and smaller than --trials-per-participant")
     if max_side < 64 or crop_size < 64:
         raise UserError("--max-side/--crop-size: must be at least 64 pixels")
-    if completion_url is not None and not re.match(r"^https?://[^\s<>\"']+$", completion_url):
+    if completion_url is not None and not RETURN_URL_RE.match(completion_url):
         raise UserError("--completion-url: must be an http(s):// URL without spaces or quotes")
     if not question.strip() or len(question) > 500:
         raise UserError("--question: must be 1 to 500 characters")

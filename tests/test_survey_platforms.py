@@ -93,6 +93,15 @@ def test_prolific_ids_fixed_codes_and_return_link(study_dir, tmp_path):
     assert people["aaaaaaaaaaaaaaaaaaaaaaaa"]["outcome"] == "failed_screening"
 
 
+def test_bad_codes_and_return_urls_are_user_errors(study_dir, tmp_path):
+    from bench.errors import UserError
+
+    with pytest.raises(UserError, match="--code-failed-screening"):
+        study_app(study_dir, tmp_path / "a.db", COMPLETION_CODES={"failed_screening": "a b"})
+    with pytest.raises(UserError, match="--completion-url"):
+        study_app(study_dir, tmp_path / "b.db", COMPLETION_URL="javascript:alert(1)")
+
+
 def test_per_person_codes_differ_by_person_and_outcome(study_dir, tmp_path):
     app = study_app(study_dir, tmp_path / "v.db")
     codes = []
