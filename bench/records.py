@@ -66,8 +66,12 @@ def method_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9@._+-]+", "_", name)
 
 
+def record_dir(run_dir: Path, method: str, resolution: int) -> Path:
+    return Path(run_dir) / "records" / method_slug(method) / str(resolution)
+
+
 def record_path(run_dir: Path, method: str, resolution: int, image: str) -> Path:
-    return Path(run_dir) / "records" / method_slug(method) / str(resolution) / f"{image}.json"
+    return record_dir(run_dir, method, resolution) / f"{image}.json"
 
 
 def output_rel(method: str, resolution: int, image: str) -> str:

@@ -302,8 +302,7 @@ def _stale_before_prepare(run_dir: Path, settings: dict, planned: list[tuple[str
     existing record of a planned method x resolution, checked before ``prepare`` rewrites data/.
     """
     for method, n in planned:
-        folder = records.record_path(run_dir, method, n, "x").parent
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted(records.record_dir(run_dir, method, n).glob("*.json")):
             rec = records.read_record(path)
             if rec is None or not isinstance(rec.get("settings"), dict):
                 continue
@@ -383,6 +382,15 @@ def run(
         )
     todo = [p for p in plan if p.action != "reuse"]
     n_reused = len(plan) - len(todo)
+    planned = {records.record_path(run_dir, *_item_key(p.task)) for p in plan}
+    others = sum(path not in planned for path in (run_dir / "records").glob("*/*/*.json"))
+    if others:
+        log.info(
+            "%d earlier items in %s (other methods, resolutions or images) are kept but left out "
+            "of this run's tables; name them in --methods/--resolutions to include them",
+            others,
+            display_path(run_dir),
+        )
     if n_reused:
         log.info("resuming: %d items already done, %d to run", n_reused, len(todo))
 

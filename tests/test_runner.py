@@ -479,6 +479,21 @@ def test_cli_rerun_with_other_settings_redoes_and_says_why(photo_dir, tmp_path, 
     assert code == 0 and "(0 done, 3 reused, 0 redone;" in err
 
 
+def test_tables_hold_only_this_runs_items(fingerprint_env, caplog):
+    """Records of methods not in this run stay on disk but never mix into its tables."""
+    from bench.runner import run
+
+    env = fingerprint_env
+    run(env.config("r", methods=["telea"]), progress=False)
+    with caplog.at_level("INFO", logger="bench.runner"):
+        run(env.config("r", methods=["ns"], hole_fraction=0.25), progress=False)
+    assert "6 earlier items in" in caplog.text and "left out of this run's tables" in caplog.text
+    assert set(pd.read_csv(env.tmp / "r" / "metrics.csv").method) == {"ns"}
+    both = run(env.config("r", methods=["telea", "ns"], hole_fraction=0.25), progress=False)
+    assert both.counts_line() == "0 done, 6 reused, 6 redone (protocol.hole_fraction 0.333333 -> 0.25)"
+    assert set(pd.read_csv(env.tmp / "r" / "metrics.csv").method) == {"telea", "ns"}
+
+
 def test_unreadable_photo_is_skipped_and_listed(photo_dir, tmp_path, capsys):
     """Defect 7: one broken file used to abort the whole run."""
     (photo_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG")
