@@ -197,6 +197,8 @@ def prepare(
                 }
             )
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    if manifest.empty and all(s["resolution"] is None for s in skipped):
+        raise UserError(f"{images}: no photo could be read; the first: {skipped[0]['reason']}")
     if manifest.empty:
         raise UserError(
             f"{images}: no image is large enough for resolutions {list(spec.resolutions)}; "

@@ -508,6 +508,12 @@ def test_unreadable_photo_is_skipped_and_listed(photo_dir, tmp_path, capsys):
     assert [s["image"] for s in info["unreadable_images"]] == ["broken"]
     assert "cannot read image" in info["unreadable_images"][0]["reason"]
     assert set(pd.read_csv(run / "items.csv").image) == {"img0", "img1", "img2"}
+    only_broken = tmp_path / "only_broken"
+    only_broken.mkdir()
+    (photo_dir / "broken.png").rename(only_broken / "broken.png")
+    args = ["run", "--images", str(only_broken), "--out", str(tmp_path / "r2"), "--methods", "test-mean"]
+    code, out, err = _run([*args, "--resolutions", "32", "-q", "--jobs", "1"], capsys)
+    assert code == 2 and "no photo could be read; the first: " in err and "Traceback" not in err
 
 
 # -- executors and clean shutdown (defect 3) --------------------------------------------------
