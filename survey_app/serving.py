@@ -54,8 +54,12 @@ def _waitress(app: Flask, threads: int, **where) -> None:
 
     # Waitress warns on every queued request; with more clients than threads that is normal.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # Waitress deletes X-Forwarded-* headers before the app sees them unless told otherwise;
+    # with --proxies the app's ProxyFix must read them (client address, HTTPS), without it
+    # they stay deleted.
+    trust_proxies = bool(app.config.get("PROXIES"))
     waitress.serve(app, threads=threads, connection_limit=max(100, 4 * threads),
-                   **WAITRESS_OPTIONS, **where)
+                   clear_untrusted_proxy_headers=not trust_proxies, **WAITRESS_OPTIONS, **where)
 
 
 def listen(host: str, port: int) -> socket.socket:
