@@ -35,7 +35,8 @@ display_mode           view in use when answering: ``crop``, ``loupe``, ``flicke
 zoom_max               largest zoom used on the trial (1 = one image pixel per CSS pixel)
 flicker_toggles        A/B swaps on the trial (Int64)
 hidden_ms              time the tab was hidden during the trial (Int64)
-too_fast               bool: answered in under ``TOO_FAST_MS`` (quality flag, per answer)
+too_fast               bool: answered in under ``TOO_FAST_MS`` by the page's or the server's
+                       clock (quality flag, per answer)
 platform               ``prolific``, ``mturk``, ``generic`` or empty
 platform_study_id,     Prolific STUDY_ID / SESSION_ID, MTurk hitId / assignmentId, as given
 platform_session_id
@@ -190,7 +191,11 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
         df["viewport_w"].astype("string") + "x" + df["viewport_h"].astype("string")
     ).where(has_vp, pd.NA)
     df["timestamp"] = pd.to_datetime(df["created_at"]).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    df["too_fast"] = (df["rt_ms"] < TOO_FAST_MS).fillna(False).astype(bool)
+    # Either clock under the limit flags the answer: the page's time is the client's word,
+    # the server's (page sent -> answer received) only overstates the time spent, so a
+    # bot cannot hide a quick answer behind a large rt_ms.
+    df["too_fast"] = ((df["rt_ms_client"] < TOO_FAST_MS).fillna(False)
+                      | (df["rt_ms_server"] < TOO_FAST_MS).fillna(False)).astype(bool)
     df = df.join(person_flags(df), on="participant")
     return df[COLUMNS].reset_index(drop=True)
 

@@ -49,3 +49,31 @@ def test_forwarded_headers_reach_the_app_only_with_proxies(study_dir, tmp_path, 
         assert other == (401 if proxies else 429)
     finally:
         server.stop()
+
+
+def test_a_claimed_slow_answer_is_too_fast_by_the_servers_clock(study_dir, tmp_path):
+    import time
+
+    from survey_helpers import csrf_of, start, study_app
+
+    from survey_app.export import TOO_FAST_MS, export_votes
+
+    app = study_app(study_dir, tmp_path / "v.db")
+    client = app.test_client()
+    assert start(client).status_code == 303
+    answered = 0
+    while (page := client.get("/trial")).status_code == 200:
+        index = int(re.search(r'name="trial" value="([0-9]+)"', page.text).group(1))
+        if answered % 2:  # the page was shown long enough ago, by the server's clock
+            with client.session_transaction() as sess:
+                sess["shown"] = [index, int(time.time() * 1000) - 5 * TOO_FAST_MS]
+        # A bot claims a slow answer in the page's field and answers at once.
+        assert client.post("/trial", data={"csrf_token": csrf_of(client), "trial": index,
+                                           "choice": "left",
+                                           "rt_ms": str(60 * TOO_FAST_MS)}).status_code == 303
+        answered += 1
+    df = export_votes(app.extensions["survey"].db).sort_values("trial")
+    assert len(df) >= 2 and (df["rt_ms"] == 60 * TOO_FAST_MS).all()
+    quick = df["rt_ms_server"] < TOO_FAST_MS
+    assert quick.any() and (~quick).any()
+    assert (df["too_fast"] == quick).all()
