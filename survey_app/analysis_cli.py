@@ -73,8 +73,9 @@ def source_run(study: Path, cfg: dict) -> tuple[Path | None, str | None]:
     run = cfg.get("run")
     if not isinstance(run, str):
         return None, None
-    # Stored as given to `survey create`, which may be relative to where it was run.
-    for cand in (Path(run), study / run, study.parent / run):
+    # Relative to the study folder; studies made before that hold it as given to
+    # `survey create` (relative to where that ran).
+    for cand in (study / run, Path(run), study.parent / run):
         if (cand / "metrics.csv").is_file():
             want = cfg.get("run_json_sha256")
             if want and (cand / "run.json").is_file() and sha256_file(cand / "run.json") != want:

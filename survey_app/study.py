@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -373,7 +374,8 @@ def create_study(
         raise UserError(f"{run}: no image has outputs of two chosen methods; nothing to compare")
 
     config = {
-        "run": str(run),
+        # Relative to the study folder, so `survey fit STUDY` finds it from any directory.
+        "run": os.path.relpath(run.resolve(), out.resolve()),
         "run_json_sha256": sha256_file(run / "run.json") if (run / "run.json").is_file() else None,
         "resolution": resolution,
         "methods": methods,

@@ -77,3 +77,21 @@ def test_a_claimed_slow_answer_is_too_fast_by_the_servers_clock(study_dir, tmp_p
     quick = df["rt_ms_server"] < TOO_FAST_MS
     assert quick.any() and (~quick).any()
     assert (df["too_fast"] == quick).all()
+
+
+def test_fit_finds_the_source_run_from_another_directory(tmp_path, monkeypatch):
+    import json
+
+    from survey_app.analysis_cli import source_run
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # the README's relative paths
+    run = make_fake_run(tmp_path / "work" / "run")
+    (run / "metrics.csv").write_text("method,resolution,image,metric,value\n")
+    create_study("run", "studies/s1", resolution=128, trials_per_participant=4, validation=1,
+                 progress=False)
+    study = tmp_path / "work" / "studies" / "s1"
+    cfg = json.loads((study / "study.json").read_text())["config"]
+    monkeypatch.chdir(tmp_path)
+    found, problem = source_run(study, cfg)
+    assert problem is None and found.resolve() == (tmp_path / "work" / "run").resolve()
