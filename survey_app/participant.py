@@ -124,6 +124,16 @@ def _load_participant() -> Participant | None:
     return p
 
 
+def _own_session(ids: PlatformIds) -> Participant | None:
+    """The session's participant, unless the request names another platform id: then this
+    browser is someone else's now (a shared computer) and must neither continue that
+    person's schedule nor see their code."""
+    p = _load_participant()
+    if p is not None and ids.external_id is not None and ids.external_id != p.external_id:
+        return None
+    return p
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -163,7 +173,7 @@ def healthz() -> Response:
 def index():
     st = state()
     ids = _ids(request.args)
-    resume = _load_participant() is not None
+    resume = _own_session(ids) is not None
     if not resume and ids.external_id and _taken(ids.external_id):
         return _already_taken_part()
     return render_template(
@@ -212,7 +222,7 @@ def start():
     vw = _int_field("vw", 1, MAX_VIEWPORT, required=False)
     vh = _int_field("vh", 1, MAX_VIEWPORT, required=False)
     dpr = _float_field("dpr", 0.25, 10)
-    if _load_participant() is not None:
+    if _own_session(ids) is not None:
         return redirect(url_for(".trial"), code=303)
     if not st.start_limiter.allow(("start", request.remote_addr)):
         abort(429, description="too many new sessions from this address; wait a minute")

@@ -72,6 +72,9 @@ def read_ids(values: Mapping[str, str]) -> PlatformIds:
 
     The first platform whose person id is present wins; its other ids are optional.
     """
+    if values.get("assignmentId") == MTURK_PREVIEW:
+        # MTurk's preview names no worker (the HIT is not accepted yet): instructions only.
+        return PlatformIds("mturk", session=MTURK_PREVIEW)
     for platform, names in PLATFORMS.items():
         if names[0] not in values:
             continue

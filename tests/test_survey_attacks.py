@@ -95,3 +95,40 @@ def test_fit_finds_the_source_run_from_another_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     found, problem = source_run(study, cfg)
     assert problem is None and found.resolve() == (tmp_path / "work" / "run").resolve()
+
+
+def test_mturk_preview_without_worker_id_cannot_start(study_dir, tmp_path):
+    from survey_helpers import rendered, start, study_app
+
+    app = study_app(study_dir, tmp_path / "v.db")
+    client = app.test_client()
+    # What MTurk sends before a worker accepts the HIT: no workerId.
+    query = "assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=3HITID"
+    with rendered(app) as seen:
+        page = client.get("/?" + query)
+    assert page.status_code == 200 and seen[0][1]["preview"] is True
+    assert 'id="start-form"' not in page.text
+    assert start(client, assignmentId="ASSIGNMENT_ID_NOT_AVAILABLE",
+                 hitId="3HITID").status_code == 400
+
+
+def test_another_platform_id_in_a_used_browser_is_a_new_person(study_dir, tmp_path):
+    from survey_helpers import start, study_app
+
+    from survey_app.export import export_participants
+
+    app = study_app(study_dir, tmp_path / "v.db")
+    browser = app.test_client()  # a shared computer
+    assert start(browser, PROLIFIC_PID="personA").status_code == 303
+    assert "Continue where you left off" in browser.get("/?PROLIFIC_PID=personA").text
+    # Someone else arrives with their own id: a new schedule, never A's trials or code.
+    page = browser.get("/?PROLIFIC_PID=personB")
+    assert 'id="start-form"' in page.text and "Continue where" not in page.text
+    assert start(browser, PROLIFIC_PID="personB").status_code == 303
+    db = app.extensions["survey"].db
+    people = export_participants(db).set_index("external_id")
+    assert set(people.index) == {"personA", "personB"}
+    with browser.session_transaction() as sess:
+        assert sess["p"] == people.loc["personB", "participant"]
+    # A's id from this browser is now just a known id.
+    assert browser.get("/?PROLIFIC_PID=personA").status_code == 409
