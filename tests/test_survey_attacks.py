@@ -132,3 +132,12 @@ def test_another_platform_id_in_a_used_browser_is_a_new_person(study_dir, tmp_pa
         assert sess["p"] == people.loc["personB", "participant"]
     # A's id from this browser is now just a known id.
     assert browser.get("/?PROLIFIC_PID=personA").status_code == 409
+
+
+def test_consent_names_what_is_stored_beside_the_answers(study_dir, tmp_path):
+    from survey_helpers import study_app
+
+    app = study_app(study_dir, tmp_path / "v.db")
+    plain = app.test_client().get("/").text
+    assert "user agent" in plain and "platform" not in plain
+    assert "platform's ids" in app.test_client().get("/?PROLIFIC_PID=p1").text
