@@ -13,9 +13,9 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from bench import metrics
-from bench.metrics import compute
 from bench.errors import UserError
 from bench.masks import centre_square_mask
+from bench.metrics import compute
 from bench.resize import resize_nearest
 
 SSIM_TOL = 1e-7  # the brief asks for 1e-4; measured errors are ~1e-9 to 3e-8
