@@ -322,3 +322,18 @@ def test_ctrl_c_cancels_the_remote_items(dask_procs, tmp_path):
     time.sleep(2.0)  # ... but nothing new starts
     assert len(list(dask_procs.markers.iterdir())) == started
     assert started < 16
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_die_with_a_killed_client(photo_dir, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    run = tmp_path / "run"
+    args = _args(photo_dir, run, "--cluster", "local:2")
+    client = _client_subprocess(args, {SLOW_ENV: "1.0"})
+    _wait_for(lambda: len(_records(run)) >= 1)
+    children = psutil.Process(client.pid).children(recursive=True)
+    assert len(children) >= 2  # the two Dask worker processes (and multiprocessing's tracker)
+    client.send_signal(signal.SIGKILL)
+    client.wait(10)
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline()[:3] for p in alive]
