@@ -141,3 +141,16 @@ def test_consent_names_what_is_stored_beside_the_answers(study_dir, tmp_path):
     plain = app.test_client().get("/").text
     assert "user agent" in plain and "platform" not in plain
     assert "platform's ids" in app.test_client().get("/?PROLIFIC_PID=p1").text
+
+
+def test_admin_page_links_both_downloads_and_they_need_the_token(study_dir, tmp_path):
+    from survey_helpers import ADMIN_TOKEN, study_app
+
+    app = study_app(study_dir, tmp_path / "v.db")
+    page = app.test_client().get("/admin/", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    links = re.findall(r'href="(/admin/export/[^"]+)"', page.text)
+    assert links == ["/admin/export/votes.csv", "/admin/export/participants.csv"]
+    for link in links:
+        assert app.test_client().get(link).status_code == 401
+        wrong = app.test_client().get(link, headers={"Authorization": "Bearer wrong"})
+        assert wrong.status_code == 401
