@@ -352,6 +352,15 @@ def _resubmission(sql: AnswerStatements, conn, pid: int, index: int, choice: str
         abort(409, description="this trial was already answered differently; reload the page")
 
 
+def _after_retry(index: int, finished: bool, has_practice: bool) -> str:
+    """The page after an accepted resubmission: the practice feedback again for the practice
+    trial (trial 0), so a double click does not skip it; else the next trial or the end.
+    Runs in the database writer thread too: no Flask context."""
+    if index == 0 and has_practice:
+        return "practice"
+    return "done" if finished else "trial"
+
+
 @participant_bp.post("/trial")
 def answer():
     st = state()
@@ -396,7 +405,7 @@ def answer():
             abort(409, description="you have withdrawn from this study; see /done")
         if index < next_index:
             _resubmission(sql, conn, pid, index, choice)
-            return "done" if next_index >= n_trials else "trial"
+            return _after_retry(index, next_index >= n_trials, st.has_practice)
         if index != next_index or index >= n_trials or trial_id is None:
             abort(409, description="this is not your current trial; reload the page")
         chosen = left if choice == "left" else right
@@ -440,7 +449,7 @@ def answer():
         with st.db.engine.connect() as conn:
             _resubmission(sql, conn, pid, index, choice)
             row = sql.current.first(conn, {"pid": pid})
-            page = "done" if row is not None and row[1] >= row[2] else "trial"
+            page = _after_retry(index, row is not None and row[1] >= row[2], st.has_practice)
     if "shown" in session:
         session.pop("shown")
     return redirect(url_for("." + page), code=303)

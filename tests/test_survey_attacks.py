@@ -154,3 +154,25 @@ def test_admin_page_links_both_downloads_and_they_need_the_token(study_dir, tmp_
         assert app.test_client().get(link).status_code == 401
         wrong = app.test_client().get(link, headers={"Authorization": "Bearer wrong"})
         assert wrong.status_code == 401
+
+
+def test_a_double_click_on_the_practice_answer_still_shows_its_feedback(study_dir, tmp_path):
+    from survey_helpers import csrf_of, start, study_app
+
+    from survey_app.export import export_votes
+
+    app = study_app(study_dir, tmp_path / "v.db")
+    client = app.test_client()
+    assert start(client).status_code == 303
+    page = client.get("/trial")
+    assert "Practice" in page.text
+    form = {"csrf_token": csrf_of(client), "trial": "0", "choice": "left"}
+    first, second = client.post("/trial", data=form), client.post("/trial", data=form)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["Location"] == second.headers["Location"] == "/practice"
+    # A later trial's double click goes on, and is stored once.
+    index = int(re.search(r'name="trial" value="([0-9]+)"', client.get("/trial").text).group(1))
+    form = {"csrf_token": csrf_of(client), "trial": str(index), "choice": "right"}
+    again = [client.post("/trial", data=form) for _ in range(2)]
+    assert [r.headers["Location"] for r in again] == ["/trial", "/trial"]
+    assert len(export_votes(app.extensions["survey"].db)) == 1
