@@ -22,8 +22,9 @@ winner, loser          item names
 correct                validation answers: True/False; empty otherwise
 rt_ms                  response time: measured in the page when JavaScript ran, else on
                        the server (page sent -> answer received)
-rt_ms_client,          both raw measurements (Int64, may be empty)
-rt_ms_server
+rt_ms_client,          both raw measurements (Int64, may be empty; an empty
+rt_ms_server           ``rt_ms_server`` means that session was never sent the trial's page:
+                       an answer posted by a script, worth a look)
 viewport               ``WxH`` CSS pixels of the browser window, or empty without JS
 viewport_w, viewport_h Int64
 timestamp              UTC ISO-8601 time the answer was stored (``…Z``)
