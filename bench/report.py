@@ -41,6 +41,11 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
             f"{path}: missing; this folder has no finished run (rerun `hrbench run --out {run_dir}`)"
         )
     df = pd.read_csv(path)
+    if df.empty:  # a run stopped before any item with its settings finished, or all failed
+        raise UserError(
+            f"{path}: no finished item yet; see items.csv and logs/, and rerun the same "
+            "`hrbench run` to finish it"
+        )
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     return df, info
 

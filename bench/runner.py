@@ -412,7 +412,16 @@ def run(
         "settings": settings,
         "status": "running",
     }
+    # From here run.json names this run's settings: the CSVs and table.md must hold only
+    # items computed with them, also if this run is then killed (-9) before its end.
+    (run_dir / "table.md").unlink(missing_ok=True)
+    current = _current_records(run_dir, plan)
+    records.write_tables(run_dir, current)
     records.write_run_json(run_dir, {**info, "methods": records.read_method_meta(run_dir, runnable)})
+    if any(r["status"] == "ok" for r in current):
+        from .report import table
+
+        write_text(run_dir / "table.md", table(run_dir, "md"))
 
     counts = Counter()
     reasons = Counter(p.why for p in stale)
@@ -438,13 +447,7 @@ def run(
         bar.close()
         close_methods()
         wall = round(time.perf_counter() - t_start, 2)
-        # Only this run's items, with this run's fingerprints, make the tables.
-        current = []
-        for p in plan:
-            rec = records.read_record(records.record_path(run_dir, *_item_key(p.task)))
-            if rec is not None and rec.get("fingerprint") == p.fingerprint:
-                current.append(rec)
-        records.write_tables(run_dir, current)
+        records.write_tables(run_dir, _current_records(run_dir, plan))
         info.update(status=status, wall_s=wall, methods=records.read_method_meta(run_dir, runnable))
         records.write_run_json(run_dir, info)
 
@@ -528,6 +531,16 @@ def _plan(run_dir, cfg, runnable, settings, manifest, context, metric_names) -> 
             changed = old is not None and old.get("fingerprint") != fp
             plan.append(PlannedItem(task, item, fp, action, why, changed))
     return plan
+
+
+def _current_records(run_dir: Path, plan: list[PlannedItem]) -> list[dict]:
+    """Only this run's items, with this run's fingerprints, make the tables."""
+    current = []
+    for p in plan:
+        rec = records.read_record(records.record_path(run_dir, *_item_key(p.task)))
+        if rec is not None and rec.get("fingerprint") == p.fingerprint:
+            current.append(rec)
+    return current
 
 
 def _record(run_dir: Path, item: PlannedItem, outcome: dict | TaskFailed, meta_written: set[str]) -> dict:

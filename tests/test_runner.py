@@ -494,6 +494,47 @@ def test_tables_hold_only_this_runs_items(fingerprint_env, caplog):
     assert set(pd.read_csv(env.tmp / "r" / "metrics.csv").method) == {"telea", "ns"}
 
 
+def test_folder_agrees_with_run_json_while_items_run(fingerprint_env):
+    """A rerun with other settings killed (-9) mid-way used to leave run.json naming the new
+    settings beside metrics.csv and table.md of the old ones, which `hrbench table` showed."""
+    from bench.errors import UserError
+    from bench.executors import InlineExecutor
+    from bench.report import table
+    from bench.runner import run
+
+    seen = {}
+
+    class Watching(InlineExecutor):
+        """Looks at the folder as a kill -9 would leave it, when the first item starts."""
+
+        def run(self, fn, tasks):
+            folder = fingerprint_env.tmp / "r"
+            seen.update(problems=verify(folder), csv=pd.read_csv(folder / "metrics.csv"))
+            seen["table_md"] = (folder / "table.md").read_text() if (folder / "table.md").exists() else None
+            try:
+                seen["table"] = table(folder, "md")
+            except UserError as exc:
+                seen["table"] = str(exc)
+            yield from super().run(fn, tasks)
+
+    env = fingerprint_env
+    run(env.config("r", methods=["telea", "ns"]), progress=False)
+    old = pd.read_csv(env.tmp / "r" / "metrics.csv")
+    # the hole changes for every item: while they run, none may be in the tables
+    run(env.config("r", methods=["telea", "ns"], hole_fraction=0.25), progress=False, executor=Watching())
+    assert seen["problems"] == []
+    assert seen["csv"].empty
+    assert seen["table_md"] is None
+    assert "no finished item yet" in seen["table"]  # not the old numbers
+    # a resume with unchanged settings keeps the items that match in the tables meanwhile
+    seen.clear()
+    run(env.config("r", methods=["telea", "ns", "test-mean"], hole_fraction=0.25), progress=False,
+        executor=Watching())
+    assert seen["problems"] == [] and set(seen["csv"].method) == {"telea", "ns"}
+    assert len(seen["csv"]) == len(old)
+    assert "telea" in seen["table_md"] and "test-mean" not in seen["table_md"]
+
+
 def test_unreadable_photo_is_skipped_and_listed(photo_dir, tmp_path, capsys):
     """Defect 7: one broken file used to abort the whole run."""
     (photo_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG")
