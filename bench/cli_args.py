@@ -7,8 +7,13 @@ Every option that takes several values accepts them space-separated, comma-separ
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+
+def split_values(values: Iterable[object]) -> list[str]:
+    """Items of several values, each of which may hold comma-separated ones; blanks dropped."""
+    return [t.strip() for v in values for t in str(v).split(",") if t.strip()]
 
 
 class ListAction(argparse.Action):
@@ -24,7 +29,7 @@ class ListAction(argparse.Action):
         self.item_type = item_type
 
     def __call__(self, parser, namespace, values, option_string=None):
-        items = [t.strip() for v in values for t in v.split(",") if t.strip()]
+        items = split_values(values)
         if not items:
             raise argparse.ArgumentError(self, "expected at least one value")
         out = []

@@ -142,6 +142,9 @@ def prepare(
     """
     spec.validate()
     out = Path(out)
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"--out: {blocking} is a file, not a folder; choose another --out")
     files = list_images(images) if isinstance(images, (str, Path)) else [Path(p) for p in images]
     stems = [f.stem for f in files]
     dupes = sorted({s for s in stems if stems.count(s) > 1})

@@ -236,6 +236,8 @@ def display_path(path: str | os.PathLike) -> str:
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly in ``folder``, sorted by name; a clear error if there are none."""
     folder = Path(folder)
+    if folder.is_file():
+        raise UserError(f"{folder}: a file, not a folder; pass the folder that holds the images")
     if not folder.is_dir():
         raise UserError(f"{folder}: folder not found; pass an existing folder of images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -31,6 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import __version__, records
+from .cli_args import split_values
 from .datasets import PrepareSpec, prepare, sample_dir
 from .devices import DEVICES, resolve_device
 from .errors import MethodUnavailable, UserError
@@ -90,28 +91,52 @@ class RunConfig:
             raise UserError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(names))}")
         return cls(**data, cluster_table=table).checked(str(path))
 
-    def checked(self, where: str = "config") -> RunConfig:
-        """Type-check fields a user can get wrong; return self."""
-        if isinstance(self.methods, str):
-            self.methods = [self.methods]
+    def checked(self, where: str | None = None) -> RunConfig:
+        """Type-check fields a user can get wrong; return self.
+
+        ``where``: the config file the values came from, named in errors; None = the command
+        line (errors name the flag).
+        """
+
+        def name(key: str) -> str:
+            return f"{where}: {key}" if where else "--" + key.replace("_", "-")
+
+        # a config file may give one value, or comma-separated ones, where a list is expected
+        for key in ("methods", "metrics", "resolutions"):
+            value = getattr(self, key)
+            if isinstance(value, (str, int, float)):
+                value = [value]
+            if isinstance(value, (list, tuple)):
+                setattr(self, key, split_values(value))
         try:
             self.resolutions = [int(n) for n in self.resolutions]
-            self.jobs = int(self.jobs)
-            self.seed = int(self.seed)
-            self.hole_fraction = float(self.hole_fraction)
-            self.metric_size = None if self.metric_size in (None, 0) else int(self.metric_size)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError):
             raise UserError(
-                f"{where}: bad value ({exc}); resolutions, jobs, seed, metric_size are integers"
+                f"{name('resolutions')}: {self.resolutions!r} are not whole numbers; "
+                "give sizes such as [1024, 2048]"
             ) from None
+        for key, kind in (("jobs", int), ("seed", int), ("hole_fraction", float), ("metric_size", int)):
+            value = getattr(self, key)
+            if key == "metric_size" and value in (None, 0):
+                self.metric_size = None
+                continue
+            try:
+                setattr(self, key, kind(value))
+            except (TypeError, ValueError):
+                raise UserError(
+                    f"{name(key)}: {value!r} is not a {'whole ' if kind is int else ''}number"
+                ) from None
         if self.jobs < 0:
-            raise UserError(f"{where}: jobs must be >= 1 (or 0 for one per core), got {self.jobs}")
+            raise UserError(f"{name('jobs')} must be >= 1 (or 0 for one per core), got {self.jobs}")
         if self.device not in DEVICES:
-            raise UserError(f"{where}: device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            raise UserError(f"{name('device')} must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.metric_size is not None and self.metric_size < 16:
-            raise UserError(f"{where}: metric_size must be at least 16 px, got {self.metric_size}")
-        if isinstance(self.metrics, str):
-            self.metrics = [self.metrics]
+            raise UserError(f"{name('metric_size')} must be at least 16 px, got {self.metric_size}")
+        if self.metric_size is not None and self.resolutions and self.metric_size > min(self.resolutions):
+            raise UserError(
+                f"{name('metric_size')} {self.metric_size} is larger than the resolution "
+                f"{min(self.resolutions)}; scores are taken at most at the test size, never upsampled"
+            )
         from .metrics import check_region, parse_display
 
         check_region(self.metric_region)
@@ -120,7 +145,7 @@ class RunConfig:
             from .cluster import parse_address, slurm_settings
 
             if self.cluster_table or parse_address(self.cluster).kind == "slurm":
-                slurm_settings(self.cluster_table, where)
+                slurm_settings(self.cluster_table, where or "--config")
             if self.cluster:
                 parse_address(self.cluster)
         return self

@@ -161,6 +161,41 @@ def test_user_errors_are_one_line_exit_2(args, needle, photo_dir, tmp_path, caps
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--out", "{tmp}/afile"], "--out: {tmp}/afile is a file, not a folder"),
+        (["--out", "{tmp}/afile/run"], "--out: {tmp}/afile is a file, not a folder"),
+        (["--images", "{photos}/img0.png"], "img0.png: a file, not a folder"),
+        (["--metric-size", "48"], "--metric-size 48 is larger than the resolution 32"),
+        (["--jobs", "-1"], "--jobs must be >= 1"),
+        (["--config", "{tmp}/c.toml"], "c.toml: resolutions: ['big'] are not whole numbers"),
+    ],
+)
+def test_run_input_mistakes_are_one_line_and_write_nothing(extra, needle, photo_dir, tmp_path, capsys):
+    """Found trying the CLI: a file as --out was a traceback, a --metric-size above the test
+    size failed every item at run time, and flag mistakes were blamed on a 'config'."""
+    (tmp_path / "afile").write_text("keep me")
+    (tmp_path / "c.toml").write_text('resolutions = "big"\n')
+    extra = [a.format(photos=photo_dir, tmp=tmp_path) for a in extra]
+    args = ["run", "--images", str(photo_dir), "--methods", "test-mean", "--resolutions", "32"]
+    code, out, err = _run([*args, "--out", str(tmp_path / "r"), "-q", "--no-plots", *extra], capsys)
+    assert code == 2 and "Traceback" not in err
+    lines = [x for x in err.strip().splitlines() if x.startswith("hrbench: error:")]
+    assert len(lines) == 1 and needle.format(tmp=tmp_path) in lines[0], err
+    assert (tmp_path / "afile").read_text() == "keep me" and not (tmp_path / "r").exists()
+
+
+def test_config_file_takes_one_value_or_commas_where_a_list_is_expected(photo_dir, tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'images = "{photo_dir}"\nmethods = "test-mean, telea"\nresolutions = 32\nlpips = false\n')
+    code, out, err = _run(["run", "--config", str(cfg), "--out", str(tmp_path / "r"), "-q", "--jobs", "1",
+                           "--no-plots"], capsys)
+    assert code == 0, err
+    items = pd.read_csv(tmp_path / "r" / "items.csv")
+    assert set(items.method) == {"test-mean", "telea"} and set(items.resolution) == {32}
+
+
 def test_config_file_and_flags_override(photo_dir, tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(
