@@ -14,6 +14,7 @@ import logging
 import sys
 
 from . import __version__
+from .cli_args import Parser
 from .errors import UserError
 
 _EXTENSIONS = ("bench.inpaint_cli", "bench.train.cli", "survey_app.cli")
@@ -27,7 +28,7 @@ def _core_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="hrbench", description="Benchmark and crowd studies for high-resolution inpainting."
     )
     parser.add_argument("--version", action="version", version=f"hrbench {__version__}")

@@ -11,6 +11,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with usage mistakes as one ``hrbench: error: …`` line (exit 2), like every
+    other user mistake, instead of the usage block; subcommands inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"hrbench: error: {message} (see `{self.prog} --help`)\n")
+
+
 def split_values(values: Iterable[object]) -> list[str]:
     """Items of several values, each of which may hold comma-separated ones; blanks dropped."""
     return [t.strip() for v in values for t in str(v).split(",") if t.strip()]

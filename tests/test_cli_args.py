@@ -75,3 +75,23 @@ def test_only_commas_is_refused(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--methods", ","])
     assert "expected at least one value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, needle, prog",
+    [
+        (["run", "--metric-region", "bad"], "invalid choice: 'bad'", "hrbench run"),
+        (["table", "R", "--format", "html"], "invalid choice: 'html'", "hrbench table"),
+        (["inpaint", "photo.png"], "required: mask, -o/--output", "hrbench inpaint"),
+        (["survey", "create", "--run", "R"], "required: --resolution, --out", "hrbench survey create"),
+        (["no-such-command"], "invalid choice: 'no-such-command'", "hrbench"),
+    ],
+)
+def test_usage_mistakes_are_one_hrbench_error_line(argv, needle, prog, capsys):
+    """As every other user mistake: one `hrbench: error:` line, not argparse's usage block."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hrbench: error: ") and needle in err[0], err
+    assert err[0].endswith(f"(see `{prog} --help`)")
