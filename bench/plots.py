@@ -107,8 +107,9 @@ def plot_qualitative(
 ) -> list[Path]:
     """Ground truth, input and every method as true 1:1 crops, each with its metric values.
 
-    The crop is the perceptual metrics' ``hole`` region (``bench.metrics.hole_crop``), at
-    most ``crop`` px a side around the hole centre. Pixels are placed unresampled
+    The crop is the perceptual metrics' ``hole`` region (``bench.metrics.hole_crop``); when it
+    is larger than ``crop`` px a side, a ``crop``-px window on the hole's top-left corner
+    (a quarter of it known pixels, so the seam shows). Pixels are placed unresampled
     (``figimage``; the PNG is written at the figure's own dpi, not cropped), so one image
     pixel is one pixel of the PNG. Panel captions give the item's values from metrics.csv.
     """
@@ -136,9 +137,15 @@ def plot_qualitative(
         panels.append((m, read_image(run_dir / ok[ok.method == m].output.iloc[0]), _panel_caption(vals)))
 
     rows, cols = hole_crop(mask)
-    cy, cx = (rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2
     h, w = min(rows.stop - rows.start, crop), min(cols.stop - cols.start, crop)
-    top, left = max(0, min(cy - h // 2, gt.shape[0] - h)), max(0, min(cx - w // 2, gt.shape[1] - w))
+    if (h, w) == (rows.stop - rows.start, cols.stop - cols.start):
+        top, left = rows.start, cols.start  # the whole scored crop fits
+    else:
+        # Too large: the hole's top-left corner, with known pixels in the panel's top and left
+        # quarter, so the seam shows beside the fill (a centred window would be all fill).
+        t, lft = hole_bbox(mask)[:2]
+        top = max(0, min(t - h // 4, gt.shape[0] - h))
+        left = max(0, min(lft - w // 4, gt.shape[1] - w))
     box = np.s_[top : top + h, left : left + w]
 
     gap, text_h, dpi = 8, 46, 100  # px; captions at 7 pt fit three lines in text_h
