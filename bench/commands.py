@@ -118,10 +118,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .report import TABLE_METRICS, table
+    from .report import table
 
-    metrics = tuple(args.metrics) if args.metrics else TABLE_METRICS
-    text = table(args.run, args.format, metrics, ci=args.ci)
+    text = table(args.run, args.format, tuple(args.metrics) if args.metrics else None, ci=args.ci)
     if args.output:
         from .io import refuse_input, write_text
 
@@ -214,7 +213,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="Table 1 of a run (md, csv or LaTeX)")
     p.add_argument("run", help="run folder")
     p.add_argument("--format", choices=FORMATS, default="md")
-    add_list_option(p, "--metrics", metavar="METRIC", help="metrics to show (default l1 psnr ssim)")
+    add_list_option(
+        p, "--metrics", metavar="METRIC", help="metrics to show (default: those of l1 psnr ssim the run has)"
+    )
     p.add_argument("--ci", action="store_true", help="show 95 %% confidence intervals of the means")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_table)

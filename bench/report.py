@@ -197,11 +197,18 @@ def render_csv(df: pd.DataFrame, metrics=TABLE_METRICS) -> str:
     return render(Table.from_frame(s[columns]), "csv")
 
 
-def table(run_dir: str | Path, fmt: str = "md", metrics=TABLE_METRICS, ci: bool = False) -> str:
-    """The run's table as text in ``fmt`` (md, csv or latex)."""
+def table(run_dir: str | Path, fmt: str = "md", metrics=None, ci: bool = False) -> str:
+    """The run's table as text in ``fmt`` (md, csv or latex).
+
+    ``metrics`` None: those of TABLE_METRICS the run computed (a run with ``--metrics l1 psnr``
+    shows those two), or every metric it has when it computed none of them.
+    """
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     df, info = load_run(run_dir)
+    if metrics is None:
+        present = list(dict.fromkeys(df["metric"]))
+        metrics = tuple(m for m in TABLE_METRICS if m in present) or tuple(present)
     unknown = sorted(set(metrics) - set(df["metric"].unique()))
     if unknown:
         raise UserError(

@@ -721,3 +721,19 @@ def test_ctrl_c_stops_within_seconds_and_keeps_finished_items(photo_dir, tmp_pat
     items = pd.read_csv(run / "items.csv")
     assert 1 <= len(done) == len(items) < 12 and (items.status == "ok").all()
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_run_with_other_metrics_than_the_table_ones_finishes(photo_dir, tmp_path, capsys):
+    """`run --metrics l1 psnr` did all its items, then ended in "hrbench: error: --metrics:
+    'ssim' not in this run" (exit 2) writing table.md; `table` without --metrics did too."""
+    run = tmp_path / "r"
+    args = ["run", "--images", str(photo_dir), "--out", str(run), "--methods", "test-mean"]
+    args += ["--resolutions", "32"]
+    code, out, err = _run([*args, "--metrics", "l1", "psnr", "-q", "--no-plots", "--jobs", "1"], capsys)
+    assert code == 0, err
+    assert "| Method | 32 L1 ↓ | 32 PSNR ↑ |\n" in (run / "table.md").read_text()
+    assert _run(["table", str(run), "--format", "csv"], capsys)[1].count(",32,") == 2
+    code, out, err = _run([*args, "--metrics", "hole_l1", "-q", "--no-plots", "--jobs", "1"], capsys)
+    assert code == 0 and "| Method | 32 hole L1 ↓ |\n" in (run / "table.md").read_text(), err
+    code, out, err = _run(["table", str(run), "--metrics", "ssim"], capsys)
+    assert code == 2 and "--metrics: 'ssim' not in this run; it has hole_l1" in err
