@@ -28,6 +28,7 @@ from tqdm import tqdm
 from .errors import UserError
 from .io import (
     check_mask,
+    file_in_the_way,
     list_images,
     read_image,
     read_mask,
@@ -142,7 +143,7 @@ def prepare(
     """
     spec.validate()
     out = Path(out)
-    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(out / "manifest.csv")
     if blocking is not None:
         raise UserError(f"--out: {blocking} is a file, not a folder; choose another --out")
     files = list_images(images) if isinstance(images, (str, Path)) else [Path(p) for p in images]

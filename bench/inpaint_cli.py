@@ -70,11 +70,12 @@ def _output_path(out: str, image: Path, method: str) -> Path:
 
 def check_output(out: Path, inputs: dict[str, Path], force: bool) -> None:
     """Refuse to write ``out`` over an input (ever) or over an existing file (without --force)."""
-    from .io import refuse_input
+    from .io import check_writable_file, refuse_input
 
     refuse_input(out, inputs)
     if out.is_dir():
         raise UserError(f"-o {out}: is a folder; give a file name ending in .png or .jpg")
+    check_writable_file(out)
     if out.exists() and not force:
         raise UserError(f"-o {out}: file exists; pass --force to replace it, or choose another name")
 

@@ -125,6 +125,22 @@ def _create_temp(path: Path) -> Path:
     raise FileExistsError(f"{path.parent}: could not create a temporary file beside {path.name}")
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The first existing non-folder among the folders above ``path`` (which writing ``path``
+    would have to create or enter), or None."""
+    return next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+
+
+def check_writable_file(path: str | os.PathLike) -> None:
+    """One clear line, before any work, when ``path`` cannot be written as a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name to write")
+    blocking = file_in_the_way(path)
+    if blocking is not None:
+        raise UserError(f"{path}: {blocking} is a file, not a folder; choose another output path")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
@@ -132,6 +148,7 @@ def atomic_path(path: str | os.PathLike):
     A reader never sees a half-written file, and a crash leaves the old file (or none).
     """
     path = Path(path)
+    check_writable_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temp(path)
     try:

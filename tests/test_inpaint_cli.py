@@ -95,3 +95,19 @@ def test_unknown_output_type_is_one_line(pair, capsys):
     rc = cli_main(["inpaint", str(image), str(mask), "-o", str(image.parent / "x.gif"), "--method", "telea"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and ".gif" in err and err.count("\n") == 0
+
+
+def test_output_under_a_file_is_one_line_before_any_work(pair, capsys, monkeypatch):
+    """`-o notes.txt/out.png` (a file where a folder must be) was a traceback after the fill."""
+    import bench.methods
+
+    image, mask = pair
+    (image.parent / "notes.txt").write_text("keep")
+    monkeypatch.setattr(bench.methods, "create", lambda *a, **k: pytest.fail("method created"))
+    out = image.parent / "notes.txt" / "out.png"
+    rc = cli_main(["inpaint", str(image), str(mask), "-o", str(out), "--method", "telea"])
+    err = capsys.readouterr().err.strip()
+    notes = image.parent / "notes.txt"
+    assert rc == 2 and err == f"hrbench: error: {out}: {notes} is a file, not a folder; choose another " \
+        "output path"
+    assert (image.parent / "notes.txt").read_text() == "keep"

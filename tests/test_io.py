@@ -101,3 +101,15 @@ def test_display_path_hides_machine_prefixes(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert display_path(Path.home() / ".cache" / "x") == "~/.cache/x"
     assert display_path("/") == "/"
+
+
+def test_writing_where_a_file_or_folder_is_in_the_way_is_one_line(tmp_path):
+    """`table -o FOLDER`, `plot --out FILE` were tracebacks from the atomic rename or mkdir."""
+    from bench.io import write_text
+
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(UserError, match="is a folder; give a file name"):
+        write_text(tmp_path, "x")
+    with pytest.raises(UserError, match=r"f is a file, not a folder"):
+        write_text(tmp_path / "f" / "sub" / "t.md", "x")
+    assert (tmp_path / "f").read_text() == "keep" and [p.name for p in tmp_path.iterdir()] == ["f"]
