@@ -77,6 +77,10 @@ class PrepareSpec:
     mask: str = "centre"  # "centre" or a folder of mask files
     hole_fraction: float = DEFAULT_HOLE_FRACTION
 
+    def __post_init__(self) -> None:
+        # `--resolutions 1024,1024` must not prepare (and score) every photo twice
+        object.__setattr__(self, "resolutions", tuple(dict.fromkeys(self.resolutions)))
+
     def validate(self) -> None:
         if self.resize not in RESIZE_MODES:
             raise UserError(f"--resize {self.resize!r}: choose one of {', '.join(RESIZE_MODES)}")

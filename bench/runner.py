@@ -109,7 +109,7 @@ class RunConfig:
             if isinstance(value, (list, tuple)):
                 setattr(self, key, split_values(value))
         try:
-            self.resolutions = [int(n) for n in self.resolutions]
+            self.resolutions = list(dict.fromkeys(int(n) for n in self.resolutions))
         except (TypeError, ValueError):
             raise UserError(
                 f"{name('resolutions')}: {self.resolutions!r} are not whole numbers; "

@@ -737,3 +737,14 @@ def test_run_with_other_metrics_than_the_table_ones_finishes(photo_dir, tmp_path
     assert code == 0 and "| Method | 32 hole L1 ↓ |\n" in (run / "table.md").read_text(), err
     code, out, err = _run(["table", str(run), "--metrics", "ssim"], capsys)
     assert code == 2 and "--metrics: 'ssim' not in this run; it has hole_l1" in err
+
+
+def test_a_resolution_given_twice_is_run_once(photo_dir, tmp_path, capsys):
+    """`--resolutions 32,32` ran every item twice and the table said "n = 6 images" for 3."""
+    run = tmp_path / "r"
+    args = ["run", "--images", str(photo_dir), "--out", str(run), "--methods", "test-mean"]
+    code, out, err = _run([*args, "--resolutions", "32,48", "32", "-q", "--no-plots", "--jobs", "1"], capsys)
+    assert code == 0 and "(6 done, 0 reused, 0 redone;" in err, err
+    assert len(pd.read_csv(run / "data" / "manifest.csv")) == 6 and len(pd.read_csv(run / "items.csv")) == 6
+    assert "n = 3 images" in (run / "table.md").read_text()
+    assert json.loads((run / "run.json").read_text())["config"]["resolutions"] == [32, 48]
