@@ -41,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from tqdm import tqdm
 
 from bench.errors import UserError
-from bench.io import read_image, read_mask, sha256_file, write_image, write_json
+from bench.io import file_in_the_way, read_image, read_mask, sha256_file, write_image, write_json
 from bench.masks import hole_bbox
 from bench.resize import resize
 
@@ -289,6 +289,11 @@ def create_study(
     run, out = Path(run), Path(out)
     if not run.is_dir():
         raise UserError(f"{run}: run folder not found; pass the --out folder of `hrbench run`")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file, not a folder; choose a new --out folder")
+    blocking = file_in_the_way(out)
+    if blocking is not None:
+        raise UserError(f"{out}: {blocking} is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: folder exists and is not empty; choose a new --out")
     if display not in DISPLAY_MODES:

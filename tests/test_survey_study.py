@@ -127,6 +127,12 @@ def test_run_folder_problems(run, tmp_path):
     (tmp_path / "s" / "x").write_text("x")
     with pytest.raises(UserError, match="not empty"):
         create_study(run, tmp_path / "s", resolution=128)
+    # A file as --out, or a file above it, is one line, not a traceback.
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        create_study(run, tmp_path / "afile", resolution=128)
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        create_study(run, tmp_path / "afile" / "sub", resolution=128)
     # A manifest that points outside the run folder is refused.
     bad = make_fake_run(tmp_path / "bad", images=("alpha",))
     rows = list(csv.DictReader(open(bad / "data" / "manifest.csv")))
