@@ -22,6 +22,7 @@ actual screens can be checked against the model.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -65,7 +66,7 @@ class DisplayModel:
 
     def cvvdp_models(self) -> tuple[Any, Any]:
         """(photometry, geometry) objects for ``pycvvdp.cvvdp``."""
-        import pycvvdp
+        pycvvdp = _pycvvdp()
 
         if self.name != "custom":
             return (
@@ -82,11 +83,15 @@ class DisplayModel:
         )
 
 
-def _pycvvdp():
+def _pycvvdp(what: str = "display model"):
+    """The pycvvdp module (the one place it is imported), or one clear line."""
+    # pycvvdp imports torch.utils.cpp_extension, which warns "No CUDA runtime is found" on every
+    # machine without CUDA: noise in front of every run's output and every worker's.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         import pycvvdp
     except ImportError:
-        raise UserError("display model: the cvvdp package is not installed; pip install cvvdp") from None
+        raise UserError(f"{what}: the cvvdp package is not installed; pip install cvvdp") from None
     return pycvvdp
 
 

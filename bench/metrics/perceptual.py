@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.errors import UserError
 
-from .display import DisplayModel
+from .display import DisplayModel, _pycvvdp
 from .pixel import check_pair
 
 
@@ -31,11 +31,9 @@ class CvvdpMetric:
     """``__call__(out, gt)`` -> ColorVideoVDP quality in JOD of ``out`` against ``gt``."""
 
     def __init__(self, display: DisplayModel, device: str = "cpu") -> None:
-        try:
-            import pycvvdp
-            import torch
-        except ImportError:
-            raise UserError("cvvdp: the cvvdp package is not installed; pip install cvvdp") from None
+        import torch
+
+        pycvvdp = _pycvvdp("cvvdp")
         photometry, geometry = display.cvvdp_models()
         # pycvvdp logs its set-up at INFO on the root logger; a library call stays quiet.
         logging.getLogger("pycvvdp").setLevel(logging.WARNING)
