@@ -204,6 +204,18 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def literal_text():
+    """Matplotlib settings under which figure text is drawn as written, never as mathtext.
+
+    Photo and method names are the user's and may hold ``$`` (``external:`` folders too);
+    mathtext would fail on them after a whole run. Use as a decorator on functions that
+    build figures (the setting is read when a text is created, not when it is saved).
+    """
+    import matplotlib  # lazy: most users of io never draw
+
+    return matplotlib.rc_context({"text.parse_math": False})
+
+
 def save_figure(fig, stem: str | os.PathLike, formats=("png", "pdf"), dpi: int = 150,
                 tight: bool = True) -> list[Path]:
     """Write a matplotlib figure as ``stem.<fmt>`` for each format, atomically; close it.

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import UserError  # noqa: E402
-from .io import read_image, read_mask, save_figure  # noqa: E402
+from .io import literal_text, read_image, read_mask, save_figure  # noqa: E402
 from .masks import hole_bbox  # noqa: E402
 from .metrics import fmt, hole_crop, label  # noqa: E402
 from .report import load_run, method_order, summarize  # noqa: E402
@@ -30,6 +30,7 @@ QUALITATIVE_METRICS = ("l1", "psnr", "ssim", "lpips", "cvvdp", "flip")
 QUALITATIVE_CROP = 512  # px, the largest side of a 1:1 panel
 
 
+@literal_text()
 def plot_metrics(df: pd.DataFrame, info: dict, out: Path, metrics=("l1", "psnr", "ssim")) -> list[Path]:
     s = summarize(df[df.metric.isin(metrics)])
     methods = method_order(s, info)
@@ -63,6 +64,7 @@ def plot_metrics(df: pd.DataFrame, info: dict, out: Path, metrics=("l1", "psnr",
     return save_figure(fig, out / "metrics_vs_resolution")
 
 
+@literal_text()
 def plot_runtime(items: pd.DataFrame, info: dict, out: Path) -> list[Path]:
     ok = items[items.status == "ok"]
     if ok.empty:
@@ -95,6 +97,7 @@ def _panel_caption(values: dict[str, float]) -> str:
     return "  ".join(parts[:half]) + "\n" + "  ".join(parts[half:])
 
 
+@literal_text()
 def plot_qualitative(
     run_dir: Path,
     items: pd.DataFrame,

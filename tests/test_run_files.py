@@ -135,3 +135,20 @@ def test_readme_run_folder_paths_exist(run_dir):
     assert {"run.json", "metrics.csv", "items.csv", "table.md", "outputs/"} <= promised
     missing = sorted(p for p in promised if not (run_dir / p).exists())
     assert not missing, f"README promises {missing} in a run folder, `hrbench run` did not write them"
+
+
+def test_names_with_dollar_signs_are_drawn_as_written(tmp_path):
+    """A photo named like mathtext (two '$') used to end the run in a matplotlib traceback
+    after every item was done; figures now draw user-given names literally."""
+    from conftest import smooth_photo
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(smooth_photo(64, 64, seed=3)).save(photos / "a$\\frac{$b.png")
+    out = tmp_path / "run"
+    rc = main(["run", "--images", str(photos), "--out", str(out), "--methods", "telea",
+               "--resolutions", "32", "--metrics", "l1", "psnr", "ssim", "-q", "--jobs", "1"])
+    assert rc == 0
+    names = {p.name for p in (out / "plots").iterdir()}
+    assert {"metrics_vs_resolution.png", "runtime_vs_resolution.png", "qualitative_32.png"} <= names

@@ -17,9 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.io import save_figure  # noqa: E402
+from bench.io import literal_text, save_figure  # noqa: E402
 
 
+@literal_text()
 def ranking_chart(table: pd.DataFrame, stem: Path, unit: str = "method",
                   title: str | None = None, formats: Sequence[str] = ("png", "pdf"),
                   scale: str = "bt") -> list[Path]:
@@ -63,6 +64,7 @@ def ranking_chart(table: pd.DataFrame, stem: Path, unit: str = "method",
     return save_figure(fig, stem, formats)
 
 
+@literal_text()
 def win_heatmap(items: Sequence[str], wins: np.ndarray, stem: Path,
                 formats: Sequence[str] = ("png",)) -> list[Path]:
     """Heatmap of the share of votes the row item won against the column item.
@@ -94,6 +96,7 @@ def win_heatmap(items: Sequence[str], wins: np.ndarray, stem: Path,
     return save_figure(fig, stem, formats)
 
 
+@literal_text()
 def planning_plot(summary: pd.DataFrame, stem: Path,
                   formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Recovery and separation probabilities against the number of participants.
@@ -125,6 +128,7 @@ def _metric_labels(name: str) -> str:
     return " = ".join(label(n) if n in METRICS else n for n in name.split(" = "))
 
 
+@literal_text()
 def agreement_chart(agree: pd.DataFrame, stem: Path,
                     formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """2AFC agreement with people per metric group (and the BT model), with 95 % whiskers;
@@ -161,6 +165,7 @@ def agreement_chart(agree: pd.DataFrame, stem: Path,
     return save_figure(fig, stem, formats)
 
 
+@literal_text()
 def metric_scatter(means: pd.DataFrame, table: pd.DataFrame, stem: Path, scale: str = "bt",
                    formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """One panel per metric: each method's mean metric value (x) against the crowd's score
