@@ -453,7 +453,7 @@ def run(
     by_item = {_item_key(p.task): p for p in todo}  # executors may hand back copies of tasks
     meta_written: set[str] = set()
     executor = executor or make_executor(cfg, run_dir, device, len(todo))
-    bar = tqdm(total=len(todo), desc="run", unit="item", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="run", unit="item", disable=not (progress and todo), dynamic_ncols=True)
     status = "interrupted"
     try:
         with executor:
@@ -489,7 +489,7 @@ def run(
         wall_s=time.perf_counter() - t_start,
     )
     if counts["ok"] + n_reused:
-        _write_report(run_dir, cfg, summary)
+        _write_report(run_dir, cfg, summary, redraw=bool(todo))
     return summary
 
 
@@ -597,13 +597,27 @@ def _record(run_dir: Path, item: PlannedItem, outcome: dict | TaskFailed, meta_w
     return rec
 
 
-def _write_report(run_dir: Path, cfg: RunConfig, summary: RunSummary) -> None:
-    """table.md and plots/ from the CSVs just written."""
+def _plots_current(run_dir: Path) -> list[Path]:
+    """The figures in plots/ if each has its PNG and PDF and all are newer than every item
+    record, else []."""
+    png, pdf = (sorted((run_dir / "plots").glob(f"*.{ext}")) for ext in ("png", "pdf"))
+    plots = png + pdf
+    if not png or [p.stem for p in png] != [p.stem for p in pdf]:
+        return []
+    newest_record = max((p.stat().st_mtime for p in (run_dir / "records").rglob("*.json")), default=0.0)
+    return plots if min(p.stat().st_mtime for p in plots) > newest_record else []
+
+
+def _write_report(run_dir: Path, cfg: RunConfig, summary: RunSummary, redraw: bool) -> None:
+    """table.md and plots/ from the CSVs just written. A run that computed nothing keeps
+    figures drawn after the last record was written (drawing them costs seconds)."""
     from .report import table
 
     summary.table_md = run_dir / "table.md"
     write_text(summary.table_md, table(run_dir, "md"))
     if cfg.plots:
-        from .plots import plot_run
+        summary.plots = [] if redraw else _plots_current(run_dir)
+        if not summary.plots:
+            from .plots import plot_run
 
-        summary.plots = plot_run(run_dir)
+            summary.plots = plot_run(run_dir)

@@ -112,6 +112,17 @@ def test_cli_run_table_plot_end_to_end(photo_dir, tmp_path, capsys):
     assert verify(run) == []
     assert (run / "table.md").read_text() in out
 
+    # A rerun that computes nothing keeps the figures (drawing them costs seconds); a missing
+    # figure is drawn again.
+    args = ["run", "--images", str(photo_dir), "--out", str(run), "--resolutions", "32", "64",
+            "--methods", "test-mean", "--no-lpips", "-q", "--jobs", "1"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (run / "plots").iterdir()}
+    assert _run(args, capsys)[0] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "plots").iterdir()} == stamps
+    (run / "plots" / "qualitative_64.pdf").unlink()
+    assert _run(args, capsys)[0] == 0
+    assert (run / "plots" / "qualitative_64.pdf").exists()
+
     for fmt, needle in (("latex", r"\textbf{"), ("csv", "ci_low"), ("md", "**")):
         code, out, _ = _run(["table", str(run), "--format", fmt, "--ci"], capsys)
         assert code == 0 and needle in out
