@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -61,6 +62,21 @@ def parse_address(text: str) -> ClusterAddress:
     if m and 0 < int(m.group(2)) < 65536:
         return ClusterAddress("scheduler", text)
     raise UserError(f"--cluster {text!r}: not a cluster address; {USAGE}")
+
+
+def check_reachable(address: ClusterAddress, timeout: float = 5.0) -> None:
+    """For ``tcp://``: one clear line when nothing accepts connections there, checked before a
+    run writes anything (the full Dask handshake comes later, in ``DaskExecutor.start``)."""
+    if address.kind != "scheduler":
+        return
+    host, port = _TCP.match(address.text).groups()
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(
+            f"--cluster {address.text}: cannot reach a Dask scheduler there ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); start one with `dask scheduler` or fix the address"
+        ) from None
 
 
 # -- SLURM ------------------------------------------------------------------------------------

@@ -391,6 +391,10 @@ def run(
         if why:
             raise UserError(_no_redo_message(run_dir, why))
 
+    if cfg.cluster and executor is None:
+        from .cluster import check_reachable, parse_address
+
+        check_reachable(parse_address(cfg.cluster))  # before data/ and run.json are written
     spec = PrepareSpec(tuple(cfg.resolutions), cfg.resize, cfg.mask, cfg.hole_fraction)
     prep = prepare(images, run_dir / "data", spec, progress=progress)
     unreadable = [s for s in prep.skipped if s.get("resolution") is None]

@@ -145,6 +145,23 @@ def test_unreachable_scheduler_is_one_line_with_the_address(tmp_path):
     assert time.monotonic() - t0 < 30  # the short connect timeout, not Dask's default 30 s + retries
 
 
+def test_unreachable_scheduler_is_reported_before_the_run_writes_anything(tmp_path, capsys):
+    from conftest import smooth_photo
+    from PIL import Image
+
+    from bench.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(smooth_photo(48, 48, seed=1)).save(photos / "img0.png")
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    rc = main(["run", "--images", str(photos), "--out", str(tmp_path / "run"), "--methods", "telea",
+               "--resolutions", "32", "--metrics", "l1", "--cluster", address, "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and address in err and "cannot reach a Dask scheduler" in err
+    assert not (tmp_path / "run" / "data").exists() and not (tmp_path / "run" / "run.json").exists()
+
+
 def test_a_port_that_is_not_dask_is_one_line(tmp_path):
     """Something else answers on the port (here: a server that sends an HTTP reply)."""
     srv = socket.socket()
