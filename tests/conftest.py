@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """cvvdp on tiny images: torch's thread team only adds start-up cost (and on a loaded
+    machine, spinning), as in a benchmark worker, which gets one thread per core."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The project's shared folder (corpus, reference); CI has it, a user's machine may not."""

@@ -15,16 +15,8 @@ from bench.errors import UserError
 from bench.masks import centre_square_mask
 from bench.metrics import registry
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """cvvdp on tiny images: torch's thread team only adds start-up cost (and on a loaded
-    machine, spinning), as in a benchmark worker, which gets one thread per core."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# cvvdp on tiny images, on one torch thread (conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pair(n: int = 96, seed: int = 0):
