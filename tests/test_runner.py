@@ -231,30 +231,33 @@ def test_config_file_and_flags_override(photo_dir, tmp_path, capsys):
     assert set(pd.read_csv(tmp_path / "r" / "items.csv").resolution) == {32}
 
 
-SLOW_SCRIPT = textwrap.dedent(
-    """
-    import sys, time
-    import numpy as np
-    from bench.methods import Inpainter, register
-    from bench.cli import main
+def slow_script(sleep_s: float) -> str:
+    """A script that registers `slow-mean` (sleeps ``sleep_s`` per item) and runs the CLI."""
+    return textwrap.dedent(
+        f"""
+        import sys, time
+        from bench.methods import Inpainter, register
 
-    @register("slow-mean")
-    class Slow(Inpainter):
-        def _inpaint(self, image, mask):
-            time.sleep(0.4)
-            out = image.copy()
-            out[mask] = 128
-            return out
+        @register("slow-mean")
+        class Slow(Inpainter):
+            def _inpaint(self, image, mask):
+                time.sleep({sleep_s})
+                out = image.copy()
+                out[mask] = 128
+                return out
 
-    sys.exit(main(sys.argv[1:]))
-    """
-)
+        if __name__ == "__main__":  # workers import this file too (spawn): they only register
+            from bench.cli import main
+
+            sys.exit(main(sys.argv[1:]))
+        """
+    )
 
 
 @pytest.mark.slow
 def test_resume_after_kill_9_redoes_nothing_and_leaves_no_torn_rows(photo_dir, tmp_path):
     script = tmp_path / "slow.py"
-    script.write_text(SLOW_SCRIPT)
+    script.write_text(slow_script(0.4))
     run = tmp_path / "run"
     args = [
         sys.executable,
@@ -642,31 +645,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-POOL_SCRIPT = textwrap.dedent(
-    """
-    import sys, time
-    from bench.methods import Inpainter, register
-
-    @register("slow-mean")
-    class Slow(Inpainter):
-        def _inpaint(self, image, mask):
-            time.sleep(1.0)
-            out = image.copy()
-            out[mask] = 128
-            return out
-
-    if __name__ == "__main__":  # workers import this file too (spawn): they only register
-        from bench.cli import main
-
-        sys.exit(main(sys.argv[1:]))
-    """
-)
-
-
 def _start_pool_run(photo_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path, list[int]]:
     """`hrbench run` with 2 worker processes of a slow method, once both are busy."""
     script = tmp_path / "pool_run.py"
-    script.write_text(POOL_SCRIPT)
+    script.write_text(slow_script(1.0))
     run = tmp_path / "run"
     args = [sys.executable, str(script), "run", "--images", str(photo_dir), "--out", str(run)]
     args += [
