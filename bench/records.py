@@ -74,6 +74,12 @@ def record_path(run_dir: Path, method: str, resolution: int, image: str) -> Path
     return record_dir(run_dir, method, resolution) / f"{image}.json"
 
 
+def record_paths(run_dir: Path) -> list[Path]:
+    """Every item record in the folder, of any method, resolution or image; not the temporary
+    files an interrupted atomic write may leave beside them (their names start with a dot)."""
+    return [p for p in (Path(run_dir) / "records").glob("*/*/*.json") if not p.name.startswith(".")]
+
+
 def output_rel(method: str, resolution: int, image: str) -> str:
     """Where an item's output image goes, relative to the run folder."""
     return f"outputs/{method_slug(method)}/{resolution}/{image}.png"

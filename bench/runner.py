@@ -412,7 +412,7 @@ def run(
     todo = [p for p in plan if p.action != "reuse"]
     n_reused = len(plan) - len(todo)
     planned = {records.record_path(run_dir, *_item_key(p.task)) for p in plan}
-    others = sum(path not in planned for path in (run_dir / "records").glob("*/*/*.json"))
+    others = sum(path not in planned for path in records.record_paths(run_dir))
     if others:
         log.info(
             "%d earlier items in %s (other methods, resolutions or images) are kept but left out "
@@ -608,7 +608,7 @@ def _plots_current(run_dir: Path) -> list[Path]:
     plots = png + pdf
     if not png or [p.stem for p in png] != [p.stem for p in pdf]:
         return []
-    newest_record = max((p.stat().st_mtime for p in (run_dir / "records").rglob("*.json")), default=0.0)
+    newest_record = max((p.stat().st_mtime for p in records.record_paths(run_dir)), default=0.0)
     return plots if min(p.stat().st_mtime for p in plots) > newest_record else []
 
 

@@ -122,3 +122,11 @@ def test_records_round_trip_and_tables(tmp_path):
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert set(metrics.image) == {"img0"}
     assert dict(zip(metrics.metric, metrics.value, strict=True)) == {"l1": 1.5, "psnr": 30.0}
+
+
+def test_record_paths_skip_temporary_files_of_interrupted_writes(tmp_path):
+    rec = records.record_path(tmp_path, "telea", 1024, "img0")
+    rec.parent.mkdir(parents=True)
+    rec.write_text("{}")
+    (rec.parent / ".img1.json.0a1b2c3d4e5f.json").write_text("{")  # left by a kill -9
+    assert records.record_paths(tmp_path) == [rec]
