@@ -112,6 +112,51 @@ def _resolve(source, db_url: str | None, study_uid: str | None) -> tuple[Databas
     return open_database(url, study_uid=study_uid, create=False, pool_size=2), study_uid, True
 
 
+def _votes_query(uid: str | None, include_practice: bool):
+    """The statement behind :func:`export_votes` (one study's answers, or every study's)."""
+    li, ri = aliased(Item), aliased(Item)
+    q = (
+        select(
+            Study.uid, Vote.participant_id, Participant.external_id, Vote.trial_index,
+            Vote.pair_id, Trial.kind, Trial.repeat_of, li.image, li.key, ri.key, li.method,
+            ri.method, Vote.left_item_id, Vote.right_item_id, Vote.choice, Vote.correct,
+            Vote.rt_ms_client, Vote.rt_ms_server, Vote.viewport_w, Vote.viewport_h,
+            Vote.created_at, Participant.excluded, Participant.exclusion_reason,
+            Vote.dpr, Vote.display_mode, Vote.zoom_max, Vote.flicker_toggles,
+            Vote.hidden_ms, Participant.platform, Participant.platform_study_id,
+            Participant.platform_session_id, Participant.outcome,
+            Participant.completion_code,
+        )
+        .join(Participant, Participant.id == Vote.participant_id)
+        .join(Study, Study.id == Participant.study_id)
+        .join(Trial, Trial.id == Vote.trial_id)
+        .join(li, li.id == Vote.left_item_id)
+        .join(ri, ri.id == Vote.right_item_id)
+        .order_by(Vote.participant_id, Vote.trial_index)
+    )
+    if uid is not None:
+        q = q.where(Study.uid == uid)
+    if not include_practice:
+        q = q.where(Trial.kind != "practice")
+    return q
+
+
+def _votes_frame(rows) -> pd.DataFrame:
+    """Rows of :func:`_votes_query` as the tidy export frame."""
+    raw = pd.DataFrame(
+        rows,
+        columns=[
+            "study", "participant", "external_id", "trial", "pair", "kind", "repeat_of",
+            "image", "left", "right", "left_method", "right_method", "left_item", "right_item",
+            "choice", "correct", "rt_ms_client", "rt_ms_server", "viewport_w", "viewport_h",
+            "created_at", "excluded", "exclusion_reason", "dpr", "display_mode", "zoom_max",
+            "flicker_toggles", "hidden_ms", "platform", "platform_study_id",
+            "platform_session_id", "outcome", "completion_code",
+        ],
+    )
+    return _tidy(raw)
+
+
 def export_votes(source, *, db_url: str | None = None, study_uid: str | None = None,
                  include_practice: bool = False) -> pd.DataFrame:
     """All answers of a study as a DataFrame (see the module docstring for the columns).
@@ -125,30 +170,7 @@ def export_votes(source, *, db_url: str | None = None, study_uid: str | None = N
     try:
         if "vote" not in inspect(db.engine).get_table_names():
             raise UserError(f"{db.engine.url}: not a survey database (no 'vote' table)")
-        li, ri = aliased(Item), aliased(Item)
-        q = (
-            select(
-                Study.uid, Vote.participant_id, Participant.external_id, Vote.trial_index,
-                Vote.pair_id, Trial.kind, Trial.repeat_of, li.image, li.key, ri.key, li.method,
-                ri.method, Vote.left_item_id, Vote.right_item_id, Vote.choice, Vote.correct,
-                Vote.rt_ms_client, Vote.rt_ms_server, Vote.viewport_w, Vote.viewport_h,
-                Vote.created_at, Participant.excluded, Participant.exclusion_reason,
-                Vote.dpr, Vote.display_mode, Vote.zoom_max, Vote.flicker_toggles,
-                Vote.hidden_ms, Participant.platform, Participant.platform_study_id,
-                Participant.platform_session_id, Participant.outcome,
-                Participant.completion_code,
-            )
-            .join(Participant, Participant.id == Vote.participant_id)
-            .join(Study, Study.id == Participant.study_id)
-            .join(Trial, Trial.id == Vote.trial_id)
-            .join(li, li.id == Vote.left_item_id)
-            .join(ri, ri.id == Vote.right_item_id)
-            .order_by(Vote.participant_id, Vote.trial_index)
-        )
-        if uid is not None:
-            q = q.where(Study.uid == uid)
-        if not include_practice:
-            q = q.where(Trial.kind != "practice")
+        q = _votes_query(uid, include_practice)
         with db.snapshot() as conn:  # one consistent state of a live study
             rows = conn.execute(q).all()
     except SQLAlchemyError as exc:
@@ -157,18 +179,7 @@ def export_votes(source, *, db_url: str | None = None, study_uid: str | None = N
     finally:
         if owned:
             db.dispose()
-    raw = pd.DataFrame(
-        rows,
-        columns=[
-            "study", "participant", "external_id", "trial", "pair", "kind", "repeat_of",
-            "image", "left", "right", "left_method", "right_method", "left_item", "right_item",
-            "choice", "correct", "rt_ms_client", "rt_ms_server", "viewport_w", "viewport_h",
-            "created_at", "excluded", "exclusion_reason", "dpr", "display_mode", "zoom_max",
-            "flicker_toggles", "hidden_ms", "platform", "platform_study_id",
-            "platform_session_id", "outcome", "completion_code",
-        ],
-    )
-    return _tidy(raw)
+    return _votes_frame(rows)
 
 
 def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
@@ -263,9 +274,9 @@ def export_participants(source, *, db_url: str | None = None,
         )
         if uid is not None:
             q = q.where(Study.uid == uid)
-        with db.snapshot() as conn:
+        with db.snapshot() as conn:  # people and their answers from one consistent state
             rows = conn.execute(q).all()
-        votes = export_votes(db, study_uid=uid)
+            votes = _votes_frame(conn.execute(_votes_query(uid, include_practice=False)).all())
     except SQLAlchemyError as exc:
         raise UserError(f"{db.engine.url}: cannot read participants ({type(exc).__name__}); "
                         "is this the study's database?") from None
