@@ -291,6 +291,7 @@ class DaskExecutor(Executor):
         self.dashboard: str | None = None
         self._futures: set = set()
         self._probed: set[str] = set()
+        self._warm: Callable[[], None] | None = None
         self._status_at = 0.0
         self._status = ""
         self._log_levels: dict[str, int] = {}
@@ -446,6 +447,16 @@ class DaskExecutor(Executor):
             )
 
     # -- running items -----------------------------------------------------------------------
+    def prepare(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on every worker now (and on workers that join later), so that items
+        do not pay the workers' imports and model set-up; a persistent cluster's workers
+        keep what it loaded, and the next run finds them warm."""
+        if self.client is None:
+            self.start()
+        self._warm = fn
+        log.info("preparing %d Dask worker(s) (imports, metric models)", len(self._probed))
+        self.client.run(fn)
+
     def run(self, fn, tasks):
         if self.client is None:
             self.start()
@@ -518,12 +529,19 @@ class DaskExecutor(Executor):
         late) are probed here before they get much work.
         """
         now = time.monotonic()
+        distributed = _import_distributed()
         if self.client is not None and now - self._status_at >= every:
             self._status_at = now
             try:
                 workers = set(self.client.scheduler_info(n_workers=-1)["workers"])
-                if workers - self._probed:
-                    self.probe(workers - self._probed)
+                joined = workers - self._probed
+                if joined:
+                    self.probe(joined)
+                    if self._warm is not None:  # a task ahead of the items, not waited for
+                        for worker in joined:
+                            distributed.fire_and_forget(self.client.submit(
+                                self._warm, workers=[worker], allow_other_workers=False,
+                                priority=1 << 30, pure=False))
                 busy = sum(1 for keys in self.client.processing().values() if keys)
             except (OSError, TimeoutError):  # CommClosedError is an OSError
                 raise self._lost() from None

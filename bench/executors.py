@@ -76,6 +76,12 @@ class Executor(abc.ABC):
         """Release workers after a finished run. Idempotent."""
         self.cancel()
 
+    def prepare(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` once on every worker before its first item (imports, metric models),
+        where a start-up cost belongs on this executor. The local ones run it with the
+        first item instead: their workers start with the run anyway."""
+        return None
+
     def describe(self) -> dict:
         """What ran the items, for run.json (kind, number of workers, address …)."""
         return {"kind": self.kind}

@@ -207,6 +207,21 @@ def close_methods() -> None:
     _metadata.cache_clear()
 
 
+def warm_worker(methods: tuple[str, ...], context: MethodContext, metric_names: tuple[str, ...],
+                display: str | None) -> None:
+    """On a worker before its first item: import the methods' code and build the run's
+    model-based metrics (importing torch and cvvdp alone takes seconds). Best effort: an
+    error here shows again, with its item, when an item needs the same thing."""
+    from . import metrics
+
+    try:
+        for name in methods:
+            unavailable_reason(name, context)  # resolving the name imports its module
+        metrics.prepare_metrics(metric_names, display, context.device)
+    except Exception as exc:
+        log.debug("warming this worker failed: %s", exc)
+
+
 def run_task(task: Task) -> dict:
     """Run one item in this process: write its output image, return its numbers.
 
@@ -462,6 +477,8 @@ def run(
     try:
         with executor:
             info["executor"] = executor.describe()
+            warm = functools.partial(warm_worker, tuple(runnable), context, metric_names, cfg.display)
+            executor.prepare(warm)
             if info["executor"].get("dashboard"):
                 log.info("Dask dashboard: %s", info["executor"]["dashboard"])
             for task, outcome in executor.run(run_task, [p.task for p in todo]):

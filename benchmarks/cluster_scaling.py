@@ -3,7 +3,9 @@
 Sections (``--only`` picks some; all run by default):
 
 - ``scaling``: PatchMatch at 1024 px on the embedded photos with 1 and then 2 Dask workers
-  (``local:1``, ``local:2``); speed-up of the execute phase and of the whole run.
+  (``local:1``, ``local:2``); speed-up of the execute phase (workers started and warm: the
+  items only) and of the whole run; beside it, in the same round, the same items in 1 and
+  2 plain warm processes, the machine's own scaling. ``--rounds`` rounds, medians.
 - ``overhead``: 1,000 trivial items through the local pool and through ``local:2``;
   milliseconds per item (wall time of the execute phase / items).
 - ``default``: a benchmark run, local pool vs ``local:2`` alternately (``--repeats`` rounds),
@@ -17,14 +19,17 @@ The machine's load average is printed before and after each section: on a shared
 other processes steal cores, and the numbers mean little without it.
 
     python -m benchmarks.cluster_scaling [--only scaling overhead default reuse]
-        [--workdir DIR] [--resolutions N ...] [--images N] [--repeats R]
+        [--workdir DIR] [--resolutions N ...] [--images N] [--repeats R] [--rounds R]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import multiprocessing as mp
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from collections import Counter
@@ -32,7 +37,7 @@ from pathlib import Path
 
 from bench import runner
 from bench.cluster import DaskExecutor, parse_address
-from bench.executors import LocalPool
+from bench.executors import LocalPool, limit_threads
 
 SECTIONS = ("scaling", "overhead", "default", "reuse")
 
@@ -48,8 +53,9 @@ def _load() -> str:
 
 
 class _Timed:
-    """Mixin: seconds from entering the executor to its first ``run`` call (start-up: the
-    Dask cluster and its probe) and of the ``run`` itself (execute: all items)."""
+    """Mixin: seconds of entering the executor and preparing its workers (start-up: the Dask
+    cluster, its probe, the workers' imports and metric models) and of the ``run`` itself
+    (execute: all items)."""
 
     start_s = exec_s = 0.0
 
@@ -58,6 +64,11 @@ class _Timed:
         out = super().__enter__()
         self.start_s = time.perf_counter() - t0
         return out
+
+    def prepare(self, fn):
+        t0 = time.perf_counter()
+        super().prepare(fn)
+        self.start_s += time.perf_counter() - t0
 
     def run(self, fn, tasks):
         t0 = time.perf_counter()
@@ -99,26 +110,71 @@ def bench_run(run_dir: Path, executor, methods: list[str], resolutions: list[int
     return {"wall": wall, "start": executor.start_s, "exec": executor.exec_s, "items": summary.n_done}
 
 
-def section_scaling(work: Path) -> None:
-    """Dask with 1 and 2 workers; the local pool with 1 and 2 workers beside it shows what
-    this machine allows at the moment (other processes may hold its cores)."""
-    print(f"\n## scaling: patchmatch @ 1024 px, embedded photos  ({_load()})")
-    for label, make in (
-        ("dask local:{n}", lambda n, d: dask(f"local:{n}", d)),
-        ("local pool ({n})", lambda n, d: TimedPool(n, threads_per_worker=1)),
-    ):
+def _plain_worker(tasks, warm, barrier, out) -> None:
+    """One warm process without any executor: the machine's own scaling, the baseline."""
+    limit_threads(1)
+    warm()
+    barrier.wait()
+    for task in tasks:
+        runner.run_task(task)
+    out.put(None)
+
+
+def plain_processes(tasks: list, warm, n: int) -> float:
+    """Seconds for ``n`` processes, already warm, to run ``tasks`` (dealt round-robin)."""
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(n + 1), ctx.Queue()
+    procs = [ctx.Process(target=_plain_worker, args=(tasks[i::n], warm, barrier, out)) for i in range(n)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for _ in procs:
+        out.get()
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    return wall
+
+
+class _Capture(TimedDask):
+    """A Dask run that also keeps its tasks and warm-up function (for the plain baseline)."""
+
+    def prepare(self, fn):
+        self.warm = fn
+        super().prepare(fn)
+
+    def run(self, fn, tasks):
+        self.tasks = list(tasks)
+        yield from super().run(fn, self.tasks)
+
+
+def section_scaling(work: Path, rounds: int) -> None:
+    """Dask ``local:1`` and ``local:2``, then the same items in 1 and 2 plain warm processes
+    (no executor: what the machine itself allows at that moment), ``rounds`` times over:
+    on a shared virtual machine the speed of a core changes from minute to minute, so a
+    ratio means something only beside its baseline measured in the same round."""
+    print(f"\n## scaling: patchmatch @ 1024 px, embedded photos, {rounds} rounds  ({_load()})")
+    ratios: dict[str, list[float]] = {"dask": [], "plain": []}
+    for r in range(rounds):
         res = {}
         for n in (1, 2):
-            run_dir = work / f"scaling-{label.split()[0]}-{n}"
-            res[n] = r = bench_run(run_dir, make(n, run_dir), ["patchmatch"], [1024])
-            print(
-                f"{label.format(n=n):16s}: {r['items']} items, execute {r['exec']:.1f} s, "
-                f"start-up {r['start']:.1f} s, whole run {r['wall']:.1f} s"
-            )
-        print(
-            f"{label.format(n='2 vs 1')}: speed-up execute {res[1]['exec'] / res[2]['exec']:.2f}x, "
-            f"whole run {res[1]['wall'] / res[2]['wall']:.2f}x  (goal >= 1.8x)   ({_load()})"
-        )
+            run_dir = work / f"scaling-{r}-{n}"
+            ex = _Capture(parse_address(f"local:{n}"), run_dir, group=lambda t: t.method_key,
+                          release=runner.close_methods)
+            res[n] = out = bench_run(run_dir, ex, ["patchmatch"], [1024])
+            print(f"round {r + 1} dask local:{n}: {out['items']} items, execute {out['exec']:.1f} s, "
+                  f"start-up {out['start']:.1f} s, whole run {out['wall']:.1f} s")
+        tasks = [dataclasses.replace(t, output=None) for t in ex.tasks]  # nothing written
+        plain = {n: plain_processes(tasks, ex.warm, n) for n in (1, 2)}
+        print(f"round {r + 1} plain processes: 1 -> {plain[1]:.1f} s, 2 -> {plain[2]:.1f} s")
+        ratios["dask"].append(res[1]["exec"] / res[2]["exec"])
+        ratios["plain"].append(plain[1] / plain[2])
+        print(f"round {r + 1}: speed-up 2 vs 1 workers: dask execute {ratios['dask'][-1]:.2f}x "
+              f"(whole run {res[1]['wall'] / res[2]['wall']:.2f}x), plain processes "
+              f"{ratios['plain'][-1]:.2f}x  ({_load()})")
+    print(f"median speed-up over {rounds} rounds: dask {statistics.median(ratios['dask']):.2f}x, "
+          f"plain processes {statistics.median(ratios['plain']):.2f}x  (goal >= 1.8x)")
 
 
 def section_overhead(work: Path, n_items: int = 1000) -> None:
@@ -201,12 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolutions", type=int, nargs="+", default=[1024], help="default section: sizes")
     ap.add_argument("--images", type=int, default=6, help="default section: first N embedded photos")
     ap.add_argument("--repeats", type=int, default=2, help="default section: pool/dask rounds")
+    ap.add_argument("--rounds", type=int, default=3, help="scaling section: rounds (median reported)")
     args = ap.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hrbench-cluster-"))
     print(f"work folder {work}; {_load()}")
     try:
         if "scaling" in args.only:
-            section_scaling(work)
+            section_scaling(work, args.rounds)
         if "overhead" in args.only:
             section_overhead(work)
         if "default" in args.only:

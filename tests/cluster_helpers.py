@@ -70,6 +70,19 @@ def where_am_i(task) -> dict:
     return {"task": task, "pid": os.getpid()}
 
 
+_WARMED: list[int] = []
+
+
+def warm_here() -> None:
+    """Executor-level warm-up: remember that this process was prepared."""
+    _WARMED.append(os.getpid())
+
+
+def was_warmed(task) -> dict:
+    """Executor-level task: was this process prepared before it ran the task?"""
+    return {"task": task, "warmed": os.getpid() in _WARMED}
+
+
 def fail_on_three(task) -> dict:
     if task == 3:
         raise ValueError("three is not allowed")

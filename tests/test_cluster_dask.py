@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("distributed", reason="the cluster extra (dask[distributed]) is not installed")
 
-from cluster_helpers import DaskProcesses, fail_on_three, where_am_i  # noqa: E402
+from cluster_helpers import DaskProcesses, fail_on_three, warm_here, was_warmed, where_am_i  # noqa: E402
 
 from bench.cluster import DaskExecutor, parse_address  # noqa: E402
 from bench.errors import UserError  # noqa: E402
@@ -59,6 +59,16 @@ def test_gpu_tasks_go_to_gpu_workers_and_every_task_comes_back_once(cluster, tmp
             assert names[out["worker"]] == "gpu"
     assert {names[o["worker"]] for t, o in got if t % 2} <= {"cpu", "gpu"}
     assert not (tmp_path / ".cluster-probe").exists()  # the probe tidies up
+
+
+def test_prepare_runs_on_every_worker_before_the_items(cluster, tmp_path):
+    """The runner's warm-up (imports, metric models) runs once on each worker, before items."""
+    with DaskExecutor(parse_address(cluster.address), tmp_path) as ex:
+        ex.prepare(warm_here)
+        on_workers = ex.client.run(was_warmed, -1)
+        got = list(ex.run(was_warmed, range(6)))
+    assert len(on_workers) == 2 and all(v["warmed"] for v in on_workers.values())
+    assert sorted(t for t, _ in got) == list(range(6)) and all(o["warmed"] for _, o in got)
 
 
 def test_an_exception_in_a_task_is_a_task_failed_outcome(cluster, tmp_path):

@@ -374,3 +374,17 @@ def test_lpips_with_a_local_backbone_file(empty_torch_home):
         values = metrics.compute_metrics(out, gt, centre_square_mask(64, 72), ("lpips",), region=region)
         assert values["lpips"] == pytest.approx(metric(out[crop], gt[crop]))
     compute._instrument.cache_clear()
+
+
+def test_prepare_metrics_builds_each_model_based_metric_once(monkeypatch):
+    """What a worker's warm-up builds: the model-based metrics of the run, nothing else."""
+    built = []
+
+    def fake_instrument(name, display, device):
+        built.append((name, display, device))
+
+    monkeypatch.setattr(compute, "_instrument", fake_instrument)
+    metrics.prepare_metrics(("l1", "psnr", "ssim", "cvvdp", "flip"), "standard_4k", "cpu")
+    assert built == [("cvvdp", "standard_4k", "cpu"), ("flip", "standard_4k", "cpu")]
+    with pytest.raises(UserError):
+        metrics.prepare_metrics(("no-such-metric",))

@@ -17,6 +17,7 @@ from .compute import (
     compute_metrics,
     hole_crop,
     metric_conventions,
+    prepare_metrics,
     resolve_metrics,
     unavailable_reason,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "lpips_available",
     "metric_conventions",
     "parse_display",
+    "prepare_metrics",
     "psnr",
     "resolve_metrics",
     "spec",

@@ -106,6 +106,16 @@ def _instrument(name: str, display: str | None, device: str) -> Any:
     raise ValueError(f"{name!r} is not a model-based metric")
 
 
+def prepare_metrics(names, display: str | None = None, device: str = "cpu") -> None:
+    """Build the model-based metrics among ``names`` now, as :func:`compute_metrics` would
+    on first use (importing cvvdp and torch and loading a model take seconds, once per
+    process): a worker pays this before its first item instead of inside it."""
+    for name in names:
+        if name not in _PIXEL:
+            spec(name)
+            _instrument(name, display, device)
+
+
 _PIXEL = {
     "l1": lambda out, gt, mask: pixel.l1(out, gt),
     "psnr": lambda out, gt, mask: pixel.psnr(out, gt),
