@@ -26,12 +26,16 @@ throwaway local cluster with PostgreSQL's durable defaults, fsync on) also Postg
 each ``--workers`` count (processes x ``--threads``). Server CPU per answer is the web
 server's processes (workers included) plus, for a local cluster, PostgreSQL's processes
 (reported apart as db CPU); the 1-minute load average is recorded beside each row.
+``--repeats R`` measures every configuration R times, interleaved (SQLite, PostgreSQL/1,
+/2 …, then again): a shared virtual machine's speed drifts by tens of per cent from one
+minute to the next, so PostgreSQL's throughput is also given as a share of SQLite's in the
+same round, with the median over the rounds.
 ``--server gunicorn`` serves the PostgreSQL configurations with gunicorn's gthread workers
 instead (the measurement behind choosing waitress per process, see survey_app/serving.py).
 
     python -m benchmarks.survey_load [--clients 1,8,32] [--seconds 5]
         [--synchronous FULL|NORMAL] [--threads 16] [--pg-temp | --db URL]
-        [--workers 1,2,4] [--server waitress|gunicorn] [--json out.json]
+        [--workers 1,2,4] [--server waitress|gunicorn] [--repeats R] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -175,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="start a throwaway local PostgreSQL cluster (durable settings)")
     ap.add_argument("--workers", default="1,2,4", help="server processes for PostgreSQL")
     ap.add_argument("--server", choices=("waitress", "gunicorn"), default="waitress")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds over all configurations (medians and same-round ratios reported)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.clients.split(",")]
@@ -194,28 +201,31 @@ def main(argv: list[str] | None = None) -> int:
         cluster = start_cluster(Path(tempfile.mkdtemp(prefix="hrbench-pg-")), durable=True) \
             if args.pg_temp else None
         try:
-            for kind, workers in _configs(args):
-                url, drop = None, None
-                if kind == "postgresql":
-                    url, drop = _fresh_database(args.db and normalise_url(args.db), cluster)
-                server = _server(args, kind, workers, tmp / "study", url,
-                                 tmp / f"server-{kind}-{workers}.log")
-                try:
-                    for clients in levels:
-                        row = _measure_level(server, cluster if url else None, clients,
-                                             args.seconds)
-                        row.update(database=kind, workers=workers,
-                                   server=args.server if kind == "postgresql" else "waitress")
-                        rows.append(row)
-                        _print_row(row)
-                finally:
-                    server.stop()
-                    if drop:
-                        drop()
+            for r in range(args.repeats):
+                for kind, workers in _configs(args):
+                    url, drop = None, None
+                    if kind == "postgresql":
+                        url, drop = _fresh_database(args.db and normalise_url(args.db), cluster)
+                    server = _server(args, kind, workers, tmp / "study", url,
+                                     tmp / f"server-{kind}-{workers}-{r}.log")
+                    try:
+                        for clients in levels:
+                            row = _measure_level(server, cluster if url else None, clients,
+                                                 args.seconds)
+                            row.update(database=kind, workers=workers, round=r + 1,
+                                       server=args.server if kind == "postgresql" else "waitress")
+                            rows.append(row)
+                            _print_row(row)
+                    finally:
+                        server.stop()
+                        if drop:
+                            drop()
         finally:
             if cluster is not None:
                 stop_cluster(cluster)
     print(_table(rows))
+    if args.repeats > 1 or len(_configs(args)) > 1:
+        print(_summary(rows, levels))
     print(f"SQLite synchronous={args.synchronous}; {args.threads} threads per process; "
           f"{os.cpu_count()} CPUs shared by server, database and clients (and anything else "
           "running); CPU-bound ceiling here = CPUs / (server + db + clients' CPU per answer)")
@@ -268,9 +278,31 @@ def _measure_level(server, cluster, clients: int, seconds: float) -> dict:
     return votes
 
 
+def _summary(rows: list[dict], levels: list[int]) -> str:
+    """Medians over the rounds, and each configuration's throughput as a share of SQLite's
+    measured in the same round (the machine's speed drifts between rounds)."""
+    med = statistics.median
+    lines = ["", "| database | processes | clients | rounds | answers/s (median) | p50 ms | p99 ms "
+             "| share of SQLite's answers/s, same round (median; each round) |",
+             "|---|---|---|---|---|---|---|---|"]
+    base = {(r["round"], r["clients"]): r["per_s"] for r in rows if r["database"] == "sqlite"}
+    configs = dict.fromkeys((r["database"], r["workers"]) for r in rows)
+    for (kind, workers), clients in ((c, n) for c in configs for n in levels):
+        mine = [r for r in rows if (r["database"], r["workers"], r["clients"]) == (kind, workers, clients)]
+        shares = [r["per_s"] / base[(r["round"], clients)] for r in mine
+                  if base.get((r["round"], clients))]
+        share = (f"{med(shares):.2f} ({', '.join(f'{x:.2f}' for x in shares)})"
+                 if kind != "sqlite" and shares else "")
+        lines.append(f"| {kind} | {workers} | {clients} | {len(mine)} | {med(r['per_s'] for r in mine):.0f} "
+                     f"| {med(r['p50_ms'] for r in mine):.1f} | {med(r['p99_ms'] for r in mine):.1f} "
+                     f"| {share} |")
+    return "\n".join(lines)
+
+
 def _print_row(r: dict) -> None:
-    print(f"{r['database']:10s} {r['workers']}x {r['clients']:3d} clients: {r['per_s']:7.0f} "
-          f"answers/s (p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} non-303)"
+    print(f"round {r['round']} {r['database']:10s} {r['workers']}x {r['clients']:3d} clients: "
+          f"{r['per_s']:7.0f} answers/s (p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+          f"{r['errors']} non-303)"
           f" | healthz {r['baseline_healthz_per_s']:7.0f} req/s | server CPU "
           f"{r['server_cpu_ms_per_answer']:.2f} + db {r['db_cpu_ms_per_answer']:.2f} ms/answer, "
           f"clients {r['client_cpu_ms_per_ok']:.2f} ms | load {r['load_avg_1min']:.1f}",
@@ -278,12 +310,12 @@ def _print_row(r: dict) -> None:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("| database | server | processes | clients | answers/s | p50 ms | p99 ms | "
+    head = ("| round | database | server | processes | clients | answers/s | p50 ms | p99 ms | "
             "server CPU ms/answer | db CPU ms/answer | healthz/s | load avg |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['database']} | {r['server']} | {r['workers']} | {r['clients']} | "
+            f"| {r['round']} | {r['database']} | {r['server']} | {r['workers']} | {r['clients']} | "
             f"{r['per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
             f"{r['server_cpu_ms_per_answer']:.2f} | {r['db_cpu_ms_per_answer']:.2f} | "
             f"{r['baseline_healthz_per_s']:.0f} | {r['load_avg_1min']:.1f} |")

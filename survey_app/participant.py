@@ -272,7 +272,8 @@ def start():
             for t in plans
         ])
         conn.execute(update(_part).where(_part.c.id == pid).values(n_trials=len(plans)))
-        st.pair_counts.add(t.pair_id for t in plans if t.kind not in UNCOUNTED_KINDS)
+        if st.db.is_sqlite:  # (on PostgreSQL a job may run twice: no effects outside conn)
+            st.pair_counts.add(t.pair_id for t in plans if t.kind not in UNCOUNTED_KINDS)
         return pid, plans
 
     try:

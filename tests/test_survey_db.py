@@ -15,15 +15,22 @@ rows = Table("rows", meta, Column("id", Integer, primary_key=True), Column("who"
              Column("n", Integer), UniqueConstraint("who", "n"))
 
 
-@pytest.fixture()
-def db(tmp_path):
-    d = Database(make_engine(f"sqlite:///{tmp_path / 'x.db'}", synchronous="NORMAL"))
+def _database(url: str):
+    d = Database(make_engine(url, synchronous="NORMAL"))
     meta.create_all(d.engine)
+    return d
+
+
+@pytest.fixture()
+def db(db_url):
+    """The group-commit tests run on SQLite (savepoints) and PostgreSQL (batch replay)."""
+    d = _database(db_url)
     yield d
     d.dispose()
 
 
-def test_sqlite_pragmas(db):
+def test_sqlite_pragmas(tmp_path):
+    db = _database(f"sqlite:///{tmp_path / 'x.db'}")
     with db.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -73,3 +80,49 @@ def test_job_sees_earlier_jobs_of_the_same_batch(db):
         db.run_write(job)
     with db.engine.connect() as conn:
         assert conn.execute(select(rows.c.id).where(rows.c.who == "same")).all() == [(1,)]
+
+
+def test_job_failing_after_its_writes_leaves_nothing_and_others_commit(db):
+    """A job that wrote and then raised (e.g. a lost race found late): its rows are gone,
+    the concurrent jobs of its batch are stored, each exactly once."""
+    gate = threading.Barrier(12)
+
+    def writer(k: int, out: dict) -> None:
+        def job(conn):
+            conn.execute(rows.insert(), {"who": f"w{k}", "n": k})
+            if k == 5:
+                raise ValueError("changed my mind")
+            return k
+
+        gate.wait()
+        try:
+            out[k] = db.run_write(job)
+        except ValueError as exc:
+            out[k] = exc
+
+    out: dict[int, object] = {}
+    threads = [threading.Thread(target=writer, args=(k, out)) for k in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert isinstance(out[5], ValueError)
+    assert all(out[k] == k for k in range(12) if k != 5)
+    with db.engine.connect() as conn:
+        stored = sorted(conn.execute(select(rows.c.who, rows.c.n)).all())
+    assert stored == sorted((f"w{k}", k) for k in range(12) if k != 5)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_writer_survives_its_connection_being_killed(db):
+    """PostgreSQL restarted or the writer's backend terminated: the next write still
+    succeeds (the batch is rolled back, the writer reconnects and runs the job again)."""
+    backend = db.run_write(lambda conn: conn.execute(text("SELECT pg_backend_pid()")).scalar())
+    with db.engine.connect() as admin:
+        assert admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": backend}).scalar()
+    assert db.run_write(lambda conn: conn.execute(rows.insert(), {"who": "after", "n": 1})
+                        .inserted_primary_key[0]) is not None
+    again = db.run_write(lambda conn: conn.execute(text("SELECT pg_backend_pid()")).scalar())
+    assert again != backend
+    with db.engine.connect() as conn:
+        assert conn.execute(select(rows.c.who)).all() == [("after",)]
