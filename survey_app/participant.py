@@ -414,19 +414,18 @@ def answer():
         fail = kind == "validation" and correct is False
         failures += fail
         new_excluded = bool(excluded) or failures > tolerance
-        sql.insert_vote.rowcount(conn, {
+        finished = index + 1 >= n_trials
+        # Failing screening changes the code at the end, never anything before it: the
+        # pages must not tell which trial was a validation question.
+        new_outcome = ("failed_screening" if new_excluded else "completed") if finished else None
+        advanced = sql.record(conn, {
             "participant_id": pid, "trial_index": index, "trial_id": trial_id,
             "pair_id": pair_id, "left_item_id": left, "right_item_id": right,
             "choice": choice, "chosen_item_id": chosen, "correct": correct,
             "rt_ms_client": rt_client, "rt_ms_server": rt_server, "viewport_w": vw,
             "viewport_h": vh, "created_at": now, "dpr": dpr, "display_mode": mode,
             "zoom_max": zoom, "flicker_toggles": flips, "hidden_ms": hidden_ms,
-        })
-        finished = index + 1 >= n_trials
-        # Failing screening changes the code at the end, never anything before it: the
-        # pages must not tell which trial was a validation question.
-        new_outcome = ("failed_screening" if new_excluded else "completed") if finished else None
-        advanced = sql.advance.rowcount(conn, {
+        }, {
             "pid": pid, "idx": index, "new_next": index + 1, "now": now,
             "fail_n": int(fail), "new_excluded": new_excluded,
             "newly_excluded": new_excluded and not excluded,

@@ -5,10 +5,21 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, UniqueConstraint, select, text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    bindparam,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
-from survey_app.db import Database, make_engine
+from survey_app.db import Database, Prepared, make_engine
 
 meta = MetaData()
 rows = Table("rows", meta, Column("id", Integer, primary_key=True), Column("who", String),
@@ -126,3 +137,18 @@ def test_writer_survives_its_connection_being_killed(db):
     assert again != backend
     with db.engine.connect() as conn:
         assert conn.execute(select(rows.c.who)).all() == [("after",)]
+
+
+def test_rowcounts_runs_in_order_and_a_failure_stops_the_rest(db):
+    """Several statements at once (one round trip on PostgreSQL): rows touched by each; a
+    failing one raises SQLAlchemy's IntegrityError, as through Core, and those after it do
+    not run."""
+    ins = Prepared(rows.insert(), db.engine, columns=["who", "n"])
+    upd = Prepared(update(rows).where(rows.c.who == bindparam("w")).values(n=bindparam("m")), db.engine)
+    with db.engine.begin() as conn:
+        assert Prepared.rowcounts(conn, (ins, {"who": "a", "n": 1}), (upd, {"w": "a", "m": 2})) == [1, 1]
+        assert Prepared.rowcounts(conn, (upd, {"w": "nobody", "m": 3})) == [0]
+    with pytest.raises(IntegrityError), db.engine.begin() as conn:
+        Prepared.rowcounts(conn, (ins, {"who": "a", "n": 2}), (upd, {"w": "a", "m": 5}))
+    with db.engine.connect() as conn:
+        assert conn.execute(select(rows.c.who, rows.c.n)).all() == [("a", 2)]
