@@ -217,9 +217,20 @@ def warm_worker(methods: tuple[str, ...], context: MethodContext, metric_names: 
     try:
         for name in methods:
             unavailable_reason(name, context)  # resolving the name imports its module
-        metrics.prepare_metrics(metric_names, display, context.device)
+        metrics.prepare_metrics(metric_names, display, _metric_device(context.device))
     except Exception as exc:
         log.debug("warming this worker failed: %s", exc)
+
+
+def _metric_device(device: str) -> str:
+    """Where this process computes model-based metrics: the run's device, except ``cpu`` on
+    a cluster worker without CUDA (a classical method's item may land there in a
+    ``--device cuda`` run; its metrics must not need the GPU it was not sent to)."""
+    if device != "cuda":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_task(task: Task) -> dict:
@@ -274,7 +285,7 @@ def run_task(task: Task) -> dict:
             region=task.metric_region,
             metric_size=task.metric_size,
             display=task.display,
-            device=task.context.device,
+            device=_metric_device(task.context.device),
         )
     except Exception as exc:
         res["status"] = "failed"

@@ -741,3 +741,17 @@ def test_a_resolution_given_twice_is_run_once(photo_dir, tmp_path, capsys):
     assert len(pd.read_csv(run / "data" / "manifest.csv")) == 6 and len(pd.read_csv(run / "items.csv")) == 6
     assert "n = 3 images" in (run / "table.md").read_text()
     assert json.loads((run / "run.json").read_text())["config"]["resolutions"] == [32, 48]
+
+
+def test_metrics_of_a_cuda_run_fall_back_to_cpu_on_a_worker_without_cuda(monkeypatch):
+    """A --device cuda cluster run sends classical items to any worker; one without CUDA
+    computes their model-based metrics on its CPU instead of failing the item."""
+    import torch
+
+    from bench import runner
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runner._metric_device("cuda") == "cpu"
+    assert runner._metric_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runner._metric_device("cuda") == "cuda"
