@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import GeneratorType
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, select
@@ -195,7 +196,7 @@ class Database:
         self.engine.dispose()
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: batches key their jobs
 class _Job:
     fn: Callable[[Connection], object]
     done: threading.Event = field(default_factory=threading.Event)
@@ -231,6 +232,8 @@ class GroupCommitter:
 
     def __init__(self, db: Database, max_batch: int = 64):
         self.db, self.max_batch = db, max_batch
+        # Staged jobs go to the server together only through psycopg's pipeline mode.
+        self._pipeline = db.engine.dialect.driver == "psycopg"
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="survey-group-commit",
                                         daemon=True)
@@ -285,7 +288,7 @@ class GroupCommitter:
             for job in batch:
                 raw.execute("SAVEPOINT job")
                 try:
-                    job.result = job.fn(conn)
+                    job.result = _call(job.fn, conn)
                     raw.execute("RELEASE job")
                 except Exception as exc:  # handed to the request thread
                     raw.execute("ROLLBACK TO job")
@@ -296,8 +299,14 @@ class GroupCommitter:
         """PostgreSQL: the batch in one transaction; on any failure, one job at a time."""
         trans = conn.begin()
         try:
+            gens = {}
             for job in batch:
-                job.result = job.fn(conn)
+                out = job.fn(conn)
+                if isinstance(out, GeneratorType) and self._pipeline:
+                    gens[job] = out
+                else:
+                    job.result = _finish(out, conn)
+            _lock_step(conn, gens)
         except Exception:
             try:
                 trans.rollback()
@@ -314,12 +323,60 @@ class GroupCommitter:
                 if conn is None:
                     conn = self.db._write_engine.connect()
                 with conn.begin():
-                    job.result = job.fn(conn)
+                    job.result = _call(job.fn, conn)
             except Exception as exc:  # handed to the request thread
                 job.error = exc
                 if conn is not None and (conn.invalidated or conn.closed):
                     conn = _discard(conn)
         return conn
+
+
+def _lock_step(conn: Connection, gens: dict) -> None:
+    """Drive staged jobs (``{job: generator}``) together: the statements all of them ask
+    for next go to the server in one pipeline (one round trip), then each job gets its
+    answer and asks again, until every one has returned.
+
+    The jobs of one step do not see each other's writes of that step (a second answer of
+    one person in the same batch reads the state before the first): that can only make a
+    statement fail (a unique or guarded write), and then the caller runs the batch again
+    one job at a time, where each sees everything before it.
+    """
+    raw = conn.connection.driver_connection
+    asks: dict = {}
+    answers: dict = dict.fromkeys(gens)
+    while gens:
+        for job, gen in list(gens.items()):
+            try:
+                asks[job] = gen.send(answers[job])
+            except StopIteration as stop:
+                job.result = stop.value
+                del gens[job]
+                asks.pop(job, None)
+        if not gens:
+            return
+        with raw.pipeline():
+            sent = {job: [raw.execute(p.sql, p._args(params)) for p, params in ask.steps]
+                    for job, ask in asks.items()}
+        answers = {job: asks[job].result(cursors) for job, cursors in sent.items()}
+
+
+def _finish(out: object, conn: Connection) -> object:
+    """The result of a job that returned ``out``: ``out`` itself for a plain job; for a
+    staged one (a generator, see :class:`Ask`), what it returns once each statement it
+    yields has been executed at once."""
+    if not isinstance(out, GeneratorType):
+        return out
+    try:
+        ask = next(out)
+        while True:
+            ask = out.send(ask.run(conn))
+    except StopIteration as stop:
+        return stop.value
+
+
+def _call(fn: Callable[[Connection], object], conn: Connection) -> object:
+    """Run a job alone (plain or staged)."""
+    return _finish(fn(conn), conn)
 
 
 def _discard(conn: Connection | None) -> None:
@@ -419,6 +476,40 @@ class Prepared:
             sql = "; ".join(p.sql for p, _ in sent)
             raise DBAPIError.instance(sql, None, exc, steps[0][0]._dbapi_error) from exc
         return [c.rowcount for c in cursors]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a staged write job yields: statements to run, and how to read their answer.
+
+    A staged job is a generator ``job(conn)`` that yields ``Ask`` objects and gets back
+    each one's result (``Ask.first``: the first row or None; ``Ask.rowcounts``: the rows
+    each statement touched); what it returns is its result. Alone it runs like a plain job
+    (each ``Ask`` executed at once). In a PostgreSQL group commit the writer steps all the
+    batch's staged jobs together and sends what they ask for at each step in one round
+    trip, so a batch of answers costs a few round trips instead of a few per answer.
+    """
+
+    steps: tuple[tuple[Prepared, dict], ...]
+    one_row: bool
+
+    @classmethod
+    def first(cls, stmt: Prepared, params: dict) -> Ask:
+        return cls(((stmt, params),), True)
+
+    @classmethod
+    def rowcounts(cls, *steps: tuple[Prepared, dict]) -> Ask:
+        return cls(tuple(steps), False)
+
+    def run(self, conn: Connection):
+        if self.one_row:
+            (stmt, params), = self.steps
+            return stmt.first(conn, params)
+        return Prepared.rowcounts(conn, *self.steps)
+
+    def result(self, cursors: list):
+        """The answer from the psycopg cursors of a pipeline that ran ``steps``."""
+        return cursors[0].fetchone() if self.one_row else [c.rowcount for c in cursors]
 
 
 def _connect_error(url: str, exc: BaseException) -> str:

@@ -40,13 +40,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from .assign import plan_trials
+from .db import Ask
 from .images import BadToken, make_token, read_token
 from .models import DISPLAY_MODES, Participant, Screening, Trial, Vote, utcnow
 from .platforms import PlatformIds, completion_link, mturk_form, outcome_code, read_ids
 from .queries import (
     TRIAL_PAGE,
     UNCOUNTED_KINDS,
-    AnswerStatements,
     lock_study,
     pair_counts,
 )
@@ -340,12 +340,9 @@ def trial():
     )
 
 
-def _resubmission(sql: AnswerStatements, conn, pid: int, index: int, choice: str) -> None:
-    """An answer for an already answered trial: same choice -> accepted, else 409.
-
-    Runs in the database writer thread too: no Flask context, ``sql`` passed in.
-    """
-    found = sql.prev_choice.first(conn, {"pid": pid, "idx": index})
+def _resubmission(found: tuple | None, choice: str) -> None:
+    """An answer for an already answered trial (``found``: the stored choice's row, or
+    None): same choice -> accepted, else 409. Runs in the database writer thread too."""
     prev = None if found is None else found[0]
     if prev is None:
         abort(409, description="this is not your current trial; reload the page")
@@ -395,9 +392,11 @@ def answer():
 
     sql = st.answer_sql
 
-    def store(conn) -> str:
-        """Check and store the answer; the page to go to next. Runs in the writer."""
-        row = sql.current.first(conn, {"pid": pid})
+    def store(conn):
+        """Check and store the answer; the page to go to next. Runs in the writer, as a
+        staged job (``survey_app.db.Ask``): in a PostgreSQL group commit the batch's
+        answers send their statements together, a round trip per step for all of them."""
+        row = yield Ask.first(sql.current, {"pid": pid})
         if row is None or row[0] != st.study_id:
             abort(400, description="unknown participant; start again at /")
         (_, next_index, n_trials, excluded, failures, outcome, trial_id, pair_id, left, right,
@@ -405,7 +404,7 @@ def answer():
         if outcome == "returned":
             abort(409, description="you have withdrawn from this study; see /done")
         if index < next_index:
-            _resubmission(sql, conn, pid, index, choice)
+            _resubmission((yield Ask.first(sql.prev_choice, {"pid": pid, "idx": index})), choice)
             return _after_retry(index, next_index >= n_trials, st.has_practice)
         if index != next_index or index >= n_trials or trial_id is None:
             abort(409, description="this is not your current trial; reload the page")
@@ -418,7 +417,7 @@ def answer():
         # Failing screening changes the code at the end, never anything before it: the
         # pages must not tell which trial was a validation question.
         new_outcome = ("failed_screening" if new_excluded else "completed") if finished else None
-        advanced = sql.record(conn, {
+        _, advanced = yield sql.record({
             "participant_id": pid, "trial_index": index, "trial_id": trial_id,
             "pair_id": pair_id, "left_item_id": left, "right_item_id": right,
             "choice": choice, "chosen_item_id": chosen, "correct": correct,
@@ -447,7 +446,7 @@ def answer():
         # A concurrent identical request won (the unique constraint, or the guarded update
         # on databases without BEGIN IMMEDIATE, e.g. PostgreSQL): judge this one as a retry.
         with st.db.engine.connect() as conn:
-            _resubmission(sql, conn, pid, index, choice)
+            _resubmission(sql.prev_choice.first(conn, {"pid": pid, "idx": index}), choice)
             row = sql.current.first(conn, {"pid": pid})
             page = _after_retry(index, row is not None and row[1] >= row[2], st.has_practice)
     if "shown" in session:

@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 
-from .db import Prepared
+from .db import Ask, Prepared
 from .models import Pair, Participant, Study, Trial, Vote, utcnow
 
 _vote, _part, _trial, _pair = Vote.__table__, Participant.__table__, Trial.__table__, Pair.__table__
@@ -180,8 +180,8 @@ class AnswerStatements:
         self.insert_vote = Prepared(_vote.insert(), engine, columns=_VOTE_COLUMNS)
         self.advance = Prepared(_ADVANCE, engine)
 
-    def record(self, conn, vote: dict, advance: dict) -> int:
-        """Insert the vote and advance the participant (one round trip on PostgreSQL);
-        the number of participants advanced: 0 when another answer got in first."""
-        return Prepared.rowcounts(conn, (self.insert_vote, vote), (self.advance, advance))[1]
+    def record(self, vote: dict, advance: dict) -> Ask:
+        """Insert the vote and advance the participant, as one :class:`Ask` of a staged
+        job; its answer's second count is 0 when another answer got in first."""
+        return Ask.rowcounts((self.insert_vote, vote), (self.advance, advance))
 

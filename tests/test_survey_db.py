@@ -13,13 +13,15 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     bindparam,
+    func,
     select,
     text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 
-from survey_app.db import Database, Prepared, make_engine
+from survey_app import db as db_module
+from survey_app.db import Ask, Database, Prepared, make_engine
 
 meta = MetaData()
 rows = Table("rows", meta, Column("id", Integer, primary_key=True), Column("who", String),
@@ -152,3 +154,78 @@ def test_rowcounts_runs_in_order_and_a_failure_stops_the_rest(db):
         Prepared.rowcounts(conn, (ins, {"who": "a", "n": 2}), (upd, {"w": "a", "m": 5}))
     with db.engine.connect() as conn:
         assert conn.execute(select(rows.c.who, rows.c.n)).all() == [("a", 2)]
+
+
+def _staged_insert(key: str):
+    """A staged job (see survey_app.db.Ask): look, then insert ``key`` unless it is there."""
+    def job(conn):
+        (seen,) = yield Ask.first(_COUNT, {"w": key})
+        if seen:
+            return "already there"
+        counts = yield Ask.rowcounts((_INSERT, {"who": key, "n": 0}))
+        return counts[0]
+
+    return job
+
+
+_COUNT = _INSERT = None
+
+
+@pytest.fixture()
+def staged(db):
+    global _COUNT, _INSERT
+    _COUNT = Prepared(select(func.count()).select_from(rows).where(rows.c.who == bindparam("w")),
+                      db.engine)
+    _INSERT = Prepared(rows.insert(), db.engine, columns=["who", "n"])
+    return db
+
+
+def test_staged_jobs_from_many_threads_store_each_key_once(staged):
+    """Staged answers-like jobs, two per key, from 20 threads at once: each key is stored
+    once; the other job of the key finds it (in a later batch, or when a batch with both
+    failed on the unique key and ran again one job at a time)."""
+    db, gate, out = staged, threading.Barrier(20), {}
+
+    def worker(k: int) -> None:
+        gate.wait()
+        out[k] = db.run_write(_staged_insert(f"s{k % 10}"))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for key in range(10):
+        assert sorted(map(str, (out[key], out[key + 10]))) == ["1", "already there"]
+    with db.engine.connect() as conn:
+        assert sorted(conn.execute(select(rows.c.who)).scalars()) == [f"s{k}" for k in range(10)]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_one_batch_of_staged_jobs_runs_in_lock_step_then_alone_on_a_clash(staged):
+    """PostgreSQL, one batch: three staged jobs step together (their look-ups in one round
+    trip, their inserts in the next); two of them insert the same key, so the batch is
+    rolled back and its jobs run again one at a time, each seeing the ones before it."""
+    from survey_app.db import GroupCommitter, _Job
+
+    db = staged
+    steps = []
+    original = db_module._lock_step
+
+    def spy(conn, gens):
+        steps.append(len(gens))
+        return original(conn, gens)
+
+    jobs = [_Job(_staged_insert(k)) for k in ("x", "y", "x")]
+    committer = GroupCommitter.__new__(GroupCommitter)  # no writer thread: driven here
+    committer.db, committer._pipeline = db, True
+    with db._write_engine.connect() as conn:
+        db_module._lock_step, saved = spy, db_module._lock_step
+        try:
+            committer._together(conn, jobs)
+        finally:
+            db_module._lock_step = saved
+    assert steps == [3]
+    assert [j.result for j in jobs] == [1, 1, "already there"] and all(j.error is None for j in jobs)
+    with db.engine.connect() as conn:
+        assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["x", "y"]
