@@ -83,9 +83,9 @@ def make_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 16) -> 
     url = normalise_url(url)
     if not url.startswith("sqlite"):
         # A dead server must fail a request in seconds, not hang it on the OS's TCP timeout.
-        # The pre-ping (one round trip per checkout, ~10 % of an answer) replaces connections
-        # that a database restart broke before a request uses them; the answer path's
-        # driver-level statements (Prepared) rely on that.
+        # The pre-ping (one round trip per checkout: page reads) replaces connections that a
+        # database restart broke before a request uses them. Writes do not check out: the
+        # group-commit writer keeps one connection and replaces it when a batch fails.
         connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
         # LIFO: the same few connections serve most requests, so the statements psycopg has
         # prepared on them get reused instead of being prepared again on every connection.
@@ -339,19 +339,30 @@ def _lock_step(conn: Connection, gens: dict) -> None:
     The jobs of one step do not see each other's writes of that step (a second answer of
     one person in the same batch reads the state before the first): that can only make a
     statement fail (a unique or guarded write), and then the caller runs the batch again
-    one job at a time, where each sees everything before it.
+    one job at a time, where each sees everything before it. A job that raises before it
+    asked for any write (a 409 after its look-up) changed nothing: that error is its
+    outcome, and the others go on; raising after a write fails the batch.
     """
     raw = conn.connection.driver_connection
     asks: dict = {}
     answers: dict = dict.fromkeys(gens)
+    wrote: set = set()
     while gens:
         for job, gen in list(gens.items()):
             try:
                 asks[job] = gen.send(answers[job])
             except StopIteration as stop:
                 job.result = stop.value
-                del gens[job]
-                asks.pop(job, None)
+            except Exception as exc:
+                if job in wrote:
+                    raise
+                job.error = exc
+            else:
+                if not asks[job].one_row:  # rowcounts: INSERT/UPDATE
+                    wrote.add(job)
+                continue
+            del gens[job]
+            asks.pop(job, None)
         if not gens:
             return
         with raw.pipeline():

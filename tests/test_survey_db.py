@@ -229,3 +229,38 @@ def test_one_batch_of_staged_jobs_runs_in_lock_step_then_alone_on_a_clash(staged
     assert [j.result for j in jobs] == [1, 1, "already there"] and all(j.error is None for j in jobs)
     with db.engine.connect() as conn:
         assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["x", "y"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_staged_job_refused_before_writing_does_not_replay_its_batch(staged):
+    """A job that raises after its look-up (a 409) changed nothing: its error is its
+    outcome and the batch's other jobs commit without running again."""
+    from survey_app.db import GroupCommitter, _Job
+
+    db = staged
+    runs = []
+
+    def refused(conn):
+        runs.append("refused")
+        yield Ask.first(_COUNT, {"w": "nobody"})
+        raise ValueError("not your current trial")
+
+    def counted(key):
+        inner = _staged_insert(key)
+
+        def job(conn):
+            runs.append(key)
+            return (yield from inner(conn))
+
+        return job
+
+    jobs = [_Job(counted("a")), _Job(refused), _Job(counted("b"))]
+    committer = GroupCommitter.__new__(GroupCommitter)  # no writer thread: driven here
+    committer.db, committer._pipeline = db, True
+    with db._write_engine.connect() as conn:
+        committer._together(conn, jobs)
+    assert runs == ["a", "refused", "b"]  # each ran once: no replay
+    assert [j.result for j in jobs] == [1, None, 1]
+    assert isinstance(jobs[1].error, ValueError)
+    with db.engine.connect() as conn:
+        assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["a", "b"]
