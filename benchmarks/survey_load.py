@@ -56,12 +56,13 @@ import numpy as np
 N_TRIALS = 25
 
 
-def _client_thread(port: int, kind: str, stop_at: float, lat: list, counts: list) -> None:
+def _client_thread(port: int, kind: str, stop_at: float, lat: list, counts: list,
+                   keepalive: bool) -> None:
     from tests.survey_helpers import Participant
 
     n_ok = n_err = 0
     if kind == "healthz":
-        p = Participant(port)
+        p = Participant(port, keepalive=keepalive)
         while time.monotonic() < stop_at:
             t0 = time.perf_counter()
             status, _, _ = p.request("GET", "/healthz")
@@ -71,7 +72,7 @@ def _client_thread(port: int, kind: str, stop_at: float, lat: list, counts: list
         p.close()
     else:
         while time.monotonic() < stop_at:
-            p = Participant(port)
+            p = Participant(port, keepalive=keepalive)
             p.begin()
             for i in range(N_TRIALS):
                 if time.monotonic() >= stop_at:
@@ -86,13 +87,13 @@ def _client_thread(port: int, kind: str, stop_at: float, lat: list, counts: list
 
 
 def _client_process(port: int, kind: str, threads: int, start_at: float, seconds: float,
-                    out: mp.Queue) -> None:
+                    keepalive: bool, out: mp.Queue) -> None:
     while time.monotonic() < start_at:
         time.sleep(0.001)
     lat: list[float] = []
     counts: list[tuple[int, int]] = []
     stop_at = start_at + seconds
-    ts = [threading.Thread(target=_client_thread, args=(port, kind, stop_at, lat, counts))
+    ts = [threading.Thread(target=_client_thread, args=(port, kind, stop_at, lat, counts, keepalive))
           for _ in range(threads)]
     cpu0 = time.process_time()
     for t in ts:
@@ -119,13 +120,13 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def measure(port: int, kind: str, clients: int, seconds: float) -> dict:
+def measure(port: int, kind: str, clients: int, seconds: float, keepalive: bool = True) -> dict:
     """Drive ``clients`` concurrent clients for ``seconds``; return throughput and latency."""
     procs = min(clients, max(1, (os.cpu_count() or 2)), 4)
     per = [clients // procs + (i < clients % procs) for i in range(procs)]
     q: mp.Queue = mp.Queue()
     start_at = time.monotonic() + 0.5
-    ps = [mp.Process(target=_client_process, args=(port, kind, n, start_at, seconds, q))
+    ps = [mp.Process(target=_client_process, args=(port, kind, n, start_at, seconds, keepalive, q))
           for n in per]
     for p in ps:
         p.start()
@@ -182,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server", choices=("waitress", "gunicorn"), default="waitress")
     ap.add_argument("--repeats", type=int, default=1,
                     help="rounds over all configurations (medians and same-round ratios reported)")
+    ap.add_argument("--no-keepalive", action="store_true",
+                    help="a new connection per request, as a reverse proxy (nginx's default "
+                         "HTTP/1.0 to the app) makes; default: one kept-alive connection per participant")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     levels = [int(c) for c in args.clients.split(",")]
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         for clients in levels:
                             row = _measure_level(server, cluster if url else None, clients,
-                                                 args.seconds)
+                                                 args.seconds, not args.no_keepalive)
                             row.update(database=kind, workers=workers, round=r + 1,
                                        server=args.server if kind == "postgresql" else "waitress")
                             rows.append(row)
@@ -260,11 +264,11 @@ def _fresh_database(server_url: str | None, cluster):
     return url, drop
 
 
-def _measure_level(server, cluster, clients: int, seconds: float) -> dict:
-    base = measure(server.port, "healthz", clients, seconds)
+def _measure_level(server, cluster, clients: int, seconds: float, keepalive: bool) -> dict:
+    base = measure(server.port, "healthz", clients, seconds, keepalive)
     web0 = cpu_seconds(server.proc.pid)
     db0 = cpu_seconds(cluster.postmaster_pid()) if cluster else float("nan")
-    votes = measure(server.port, "vote", clients, seconds)
+    votes = measure(server.port, "vote", clients, seconds, keepalive)
     n = max(votes["ok"], 1)
     # Server CPU per answer (participant starts included): what the numbers would scale
     # with on a machine not shared with the clients or other jobs.

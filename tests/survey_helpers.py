@@ -170,8 +170,10 @@ _CODE_RE = re.compile(r'id="completion-code">([^<]+)<')
 class Participant:
     """A scripted participant: plain HTTP, its own cookie, no JavaScript."""
 
-    def __init__(self, port: int, external_id: str | None = None, timeout: float = 30.0):
+    def __init__(self, port: int, external_id: str | None = None, timeout: float = 30.0,
+                 keepalive: bool = True):
         self.port, self.external_id, self.timeout = port, external_id, timeout
+        self.keepalive = keepalive  # False: a new connection per request, as behind a proxy
         self.cookie: str | None = None
         self.csrf: str | None = None
         self.conn: http.client.HTTPConnection | None = None
@@ -189,6 +191,8 @@ class Participant:
     def request(self, method: str, path: str, form: dict | None = None) -> tuple[int, dict, str]:
         """One request; returns (status, lower-case headers, body). Connection errors raise."""
         headers = {"Cookie": self.cookie} if self.cookie else {}
+        if not self.keepalive:
+            headers["Connection"] = "close"
         body = None
         if form is not None:
             body = urllib.parse.urlencode(form)
@@ -205,7 +209,7 @@ class Participant:
         cookie = hdrs.get("set-cookie")
         if cookie:
             self.cookie = cookie.split(";", 1)[0]
-        if hdrs.get("connection", "").lower() == "close":
+        if not self.keepalive or hdrs.get("connection", "").lower() == "close":
             self.close()
         return resp.status, hdrs, data
 
