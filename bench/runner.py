@@ -488,10 +488,10 @@ def run(
     try:
         with executor:
             info["executor"] = executor.describe()
-            warm = functools.partial(warm_worker, tuple(runnable), context, metric_names, cfg.display)
-            executor.prepare(warm)
             if info["executor"].get("dashboard"):
                 log.info("Dask dashboard: %s", info["executor"]["dashboard"])
+            warm = functools.partial(warm_worker, tuple(runnable), context, metric_names, cfg.display)
+            executor.prepare(warm)
             for task, outcome in executor.run(run_task, [p.task for p in todo]):
                 rec = _record(run_dir, by_item[_item_key(task)], outcome, meta_written)
                 counts[rec["status"]] += 1
