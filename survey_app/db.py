@@ -177,7 +177,7 @@ class Database:
         with self._write_lock, self._write_engine.begin() as conn:
             yield conn
 
-    def run_write(self, job: Callable[[Connection], T]) -> T:
+    def run_write(self, job: Callable[[Connection], T], *, alone: bool = False) -> T:
         """Run ``job(conn)`` in a committed write transaction and return its result.
 
         The job joins a group commit (see :class:`GroupCommitter`): it returns only after
@@ -185,7 +185,16 @@ class Database:
         SQLite's ``synchronous=FULL`` or PostgreSQL's defaults). An exception from the job
         undoes only that job's writes and is re-raised here. A job may run more than once
         (on PostgreSQL, see :class:`GroupCommitter`), so it must not act outside ``conn``.
+
+        ``alone``: on PostgreSQL, run the job in a transaction of its own, in this thread,
+        for a job that may wait on a lock another process holds (a new schedule waits for
+        the study row, see ``queries.lock_study``): in a group commit the wait, and then
+        the lock itself until the batch commits, would hold up every answer of the batch.
+        SQLite has one writer and ignores it.
         """
+        if alone and not self.is_sqlite:
+            with self.write_connection() as conn:
+                return _call(job, conn)
         if self._committer is None:
             with self._committer_lock:
                 if self._committer is None:

@@ -277,7 +277,7 @@ def start():
         return pid, plans
 
     try:
-        pid, plans = st.db.run_write(create)
+        pid, plans = st.db.run_write(create, alone=True)  # it takes the study's row lock
     except TimeoutError:
         abort(503, description="the server is overloaded; try again in a moment")
     except IntegrityError:
