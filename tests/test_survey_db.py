@@ -264,3 +264,17 @@ def test_a_staged_job_refused_before_writing_does_not_replay_its_batch(staged):
     assert isinstance(jobs[1].error, ValueError)
     with db.engine.connect() as conn:
         assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["a", "b"]
+
+
+def test_a_job_run_alone_does_not_join_the_group_commit_on_postgresql(db):
+    """A new schedule waits for the study's row lock: on PostgreSQL it runs in the calling
+    thread, in its own transaction, so no batch of answers waits with it; SQLite has one
+    writer and runs it there like any write."""
+    where = db.run_write(lambda conn: threading.current_thread().name, alone=True)
+    if db.is_sqlite:
+        assert where == "survey-group-commit"
+    else:
+        assert where == threading.current_thread().name
+    db.run_write(lambda conn: conn.execute(rows.insert(), {"who": "alone", "n": 1}), alone=True)
+    with db.engine.connect() as conn:
+        assert conn.execute(select(rows.c.who)).all() == [("alone",)]
