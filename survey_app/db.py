@@ -504,7 +504,8 @@ class Ask:
 
     A staged job is a generator ``job(conn)`` that yields ``Ask`` objects and gets back
     each one's result (``Ask.first``: the first row or None; ``Ask.rowcounts``: the rows
-    each statement touched); what it returns is its result. Alone it runs like a plain job
+    each statement touched); what it returns is its result. It reads and writes only
+    through what it yields (the writer tells a write by ``Ask.rowcounts``). Alone it runs like a plain job
     (each ``Ask`` executed at once). In a PostgreSQL group commit the writer steps all the
     batch's staged jobs together and sends what they ask for at each step in one round
     trip, so a batch of answers costs a few round trips instead of a few per answer.
