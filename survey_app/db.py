@@ -211,6 +211,18 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
+    # A job is claimed by the writer or cancelled by its request (timed out), never both:
+    # a request told "not stored" must not find it stored later.
+    claim: threading.Lock = field(default_factory=threading.Lock)
+    state: str = "queued"  # "queued" -> "claimed" or "cancelled"
+
+    def take(self, new_state: str) -> bool:
+        """Move from queued to ``new_state``; False if the other side got there first."""
+        with self.claim:
+            if self.state != "queued":
+                return False
+            self.state = new_state
+            return True
 
 
 class GroupCommitter:
@@ -249,21 +261,35 @@ class GroupCommitter:
         self._thread.start()
 
     def run(self, fn: Callable[[Connection], T], timeout: float = 60.0) -> T:
+        """``fn``'s result once committed. ``TimeoutError`` when the writer did not start on
+        it within ``timeout`` (then it never runs) or did not finish it within twice that
+        (then it may still be stored: the caller must not say it was not)."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the database writer has stopped; restart the server")
         job = _Job(fn)
         self._queue.put(job)
         if not job.done.wait(timeout):
-            raise TimeoutError("the database writer did not answer in time")
+            if job.take("cancelled"):
+                raise TimeoutError("the database writer did not start on it in time; not stored")
+            if not job.done.wait(timeout):
+                raise TimeoutError("the database writer did not finish it in time; it may be stored")
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
 
     def _take(self) -> list[_Job]:
-        batch = [self._queue.get()]
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        """The jobs waiting now (at least one), less those their requests gave up on."""
+        batch: list[_Job] = []
+        while not batch:
+            job = self._queue.get()
+            batch = [job] if job.take("claimed") else []
+            while len(batch) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job.take("claimed"):
+                    batch.append(job)
         return batch
 
     def _loop(self) -> None:
@@ -280,13 +306,14 @@ class GroupCommitter:
                     self._with_savepoints(conn, batch)
                 else:
                     conn = self._together(conn, batch)
-            except Exception as exc:
+            except BaseException as exc:  # whatever it was, the writer must go on
                 log.exception("group commit of %d writes failed; none is acknowledged", len(batch))
                 for job in batch:
                     job.error, job.result = exc, None
                 conn = _discard(conn)
-            for job in batch:
-                job.done.set()
+            finally:
+                for job in batch:
+                    job.done.set()
 
     def _with_savepoints(self, conn: Connection, batch: list[_Job]) -> None:
         with self.db._write_lock, conn.begin():
@@ -326,16 +353,24 @@ class GroupCommitter:
         return conn
 
     def _one_by_one(self, conn: Connection | None, batch: list[_Job]) -> Connection | None:
+        unreachable: BaseException | None = None
         for job in batch:
             job.result = job.error = None
-            try:
-                if conn is None:
+            if unreachable is not None:  # one connect timeout per batch, not one per job
+                job.error = unreachable
+                continue
+            if conn is None:
+                try:
                     conn = self.db._write_engine.connect()
+                except Exception as exc:
+                    job.error = unreachable = exc
+                    continue
+            try:
                 with conn.begin():
                     job.result = _call(job.fn, conn)
             except Exception as exc:  # handed to the request thread
                 job.error = exc
-                if conn is not None and (conn.invalidated or conn.closed):
+                if conn.invalidated or conn.closed:
                     conn = _discard(conn)
         return conn
 
@@ -367,7 +402,7 @@ def _lock_step(conn: Connection, gens: dict) -> None:
                     raise
                 job.error = exc
             else:
-                if not asks[job].one_row:  # rowcounts: INSERT/UPDATE
+                if asks[job].writes:
                     wrote.add(job)
                 continue
             del gens[job]
@@ -430,6 +465,7 @@ class Prepared:
     def __init__(self, stmt: Executable, engine: Engine, columns: list[str] | None = None,
                  fast: bool = True):
         self.stmt = stmt
+        self.writes = bool(getattr(stmt, "is_dml", False))  # INSERT, UPDATE or DELETE
         dialect = engine.dialect
         qmark = dialect.name == "sqlite" and dialect.paramstyle == "qmark"
         named = dialect.name == "postgresql" and dialect.driver == "psycopg" \
@@ -505,7 +541,7 @@ class Ask:
     A staged job is a generator ``job(conn)`` that yields ``Ask`` objects and gets back
     each one's result (``Ask.first``: the first row or None; ``Ask.rowcounts``: the rows
     each statement touched); what it returns is its result. It reads and writes only
-    through what it yields (the writer tells a write by ``Ask.rowcounts``). Alone it runs like a plain job
+    through what it yields. Alone it runs like a plain job
     (each ``Ask`` executed at once). In a PostgreSQL group commit the writer steps all the
     batch's staged jobs together and sends what they ask for at each step in one round
     trip, so a batch of answers costs a few round trips instead of a few per answer.
@@ -521,6 +557,11 @@ class Ask:
     @classmethod
     def rowcounts(cls, *steps: tuple[Prepared, dict]) -> Ask:
         return cls(tuple(steps), False)
+
+    @property
+    def writes(self) -> bool:
+        """Whether a statement of it is an INSERT, UPDATE or DELETE."""
+        return any(p.writes for p, _ in self.steps)
 
     def run(self, conn: Connection):
         if self.one_row:

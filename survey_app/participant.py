@@ -441,7 +441,8 @@ def answer():
     try:
         page = st.db.run_write(store)
     except TimeoutError:
-        abort(503, description="the server is overloaded; your answer was not stored, send it again")
+        abort(503, description="the server is overloaded; send your answer again (it is stored "
+                               "once, however often it arrives)")
     except IntegrityError:
         # A concurrent identical request won (the unique constraint, or the guarded update
         # on databases without BEGIN IMMEDIATE, e.g. PostgreSQL): judge this one as a retry.

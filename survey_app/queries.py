@@ -41,14 +41,17 @@ def lock_study(conn: Connection, study_id: int) -> None:
     Why: a new schedule must be planned from counts that include every schedule committed
     before it, also those planned by other server processes, or people starting at the same
     moment in different processes get the same least-used pairs. Locking the one study row
-    (``SELECT … FOR UPDATE``) queues new schedules of one study across all processes while
+    (``SELECT … FOR NO KEY UPDATE``) queues new schedules of one study across all processes while
     answers, which never touch that row, go on. ``SKIP LOCKED`` would let a start skip the
     lock and plan from stale counts, which is the race itself; an advisory lock would work
     the same but needs a key space of its own. SQLite needs nothing: its writes already run
     one at a time in one process (``--workers`` > 1 is refused there).
     """
     if conn.dialect.name != "sqlite":
-        conn.execute(select(_study.c.id).where(_study.c.id == study_id).with_for_update())
+        # FOR NO KEY UPDATE: queues new schedules against each other like FOR UPDATE, but not
+        # the foreign-key checks of rows that point at the study (a screening row's insert).
+        conn.execute(select(_study.c.id).where(_study.c.id == study_id)
+                     .with_for_update(key_share=True))
 
 
 def pair_counts(conn: Connection, study_id: int, active_window_s: float) -> dict[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import (
@@ -278,3 +279,45 @@ def test_a_job_run_alone_does_not_join_the_group_commit_on_postgresql(db):
     db.run_write(lambda conn: conn.execute(rows.insert(), {"who": "alone", "n": 1}), alone=True)
     with db.engine.connect() as conn:
         assert conn.execute(select(rows.c.who)).all() == [("alone",)]
+
+
+class _Fatal(BaseException):
+    """Not an Exception: what no handler of a job expects."""
+
+
+def test_the_writer_survives_a_job_that_raises_a_base_exception(db):
+    def fatal(conn):
+        raise _Fatal("boom")
+
+    with pytest.raises(_Fatal):
+        db.run_write(fatal)
+    db.run_write(lambda conn: conn.execute(rows.insert(), {"who": "after", "n": 1}))
+    with db.engine.connect() as conn:
+        assert conn.execute(select(rows.c.who)).all() == [("after",)]
+
+
+def test_a_write_given_up_before_the_writer_took_it_never_runs(db):
+    """A request that timed out and said "not stored" must not find it stored later."""
+    started = threading.Event()
+
+    def slow(conn):
+        started.set()
+        time.sleep(1.0)  # holds the writer
+        conn.execute(rows.insert(), {"who": "slow", "n": 1})
+
+    first = threading.Thread(target=db.run_write, args=(slow,))
+    first.start()
+    assert started.wait(10)
+    with pytest.raises(TimeoutError, match="not stored"):
+        db._committer.run(lambda conn: conn.execute(rows.insert(), {"who": "late", "n": 1}),
+                          timeout=0.2)
+    first.join(10)
+    db.run_write(lambda conn: None)  # the writer has passed the given-up job by now
+    with db.engine.connect() as conn:
+        assert conn.execute(select(rows.c.who)).all() == [("slow",)]
+
+
+def test_statements_know_whether_they_write(db):
+    assert Prepared(rows.insert(), db.engine, columns=["who", "n"]).writes
+    assert Prepared(update(rows).values(n=bindparam("m")), db.engine).writes
+    assert not Prepared(select(rows.c.id), db.engine).writes
