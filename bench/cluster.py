@@ -529,7 +529,6 @@ class DaskExecutor(Executor):
         late) are probed here before they get much work.
         """
         now = time.monotonic()
-        distributed = _import_distributed()
         if self.client is not None and now - self._status_at >= every:
             self._status_at = now
             try:
@@ -538,6 +537,7 @@ class DaskExecutor(Executor):
                 if joined:
                     self.probe(joined)
                     if self._warm is not None:  # a task ahead of the items, not waited for
+                        distributed = _import_distributed()
                         for worker in joined:
                             distributed.fire_and_forget(self.client.submit(
                                 self._warm, workers=[worker], allow_other_workers=False,

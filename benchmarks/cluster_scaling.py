@@ -84,13 +84,11 @@ class TimedPool(_Timed, LocalPool):
     pass
 
 
-def dask(address: str, run_dir: Path, items: bool = True) -> TimedDask:
+def dask(address: str, run_dir: Path, items: bool = True, cls: type = TimedDask) -> TimedDask:
     # What the runner passes for --cluster (group by method identity, free models at the end).
     if not items:  # trivial tasks: plain integers
-        return TimedDask(parse_address(address), run_dir)
-    return TimedDask(
-        parse_address(address), run_dir, group=lambda t: t.method_key, release=runner.close_methods
-    )
+        return cls(parse_address(address), run_dir)
+    return cls(parse_address(address), run_dir, group=lambda t: t.method_key, release=runner.close_methods)
 
 
 def bench_run(run_dir: Path, executor, methods: list[str], resolutions: list[int], images=None) -> dict:
@@ -160,8 +158,7 @@ def section_scaling(work: Path, rounds: int) -> None:
         res = {}
         for n in (1, 2):
             run_dir = work / f"scaling-{r}-{n}"
-            ex = _Capture(parse_address(f"local:{n}"), run_dir, group=lambda t: t.method_key,
-                          release=runner.close_methods)
+            ex = dask(f"local:{n}", run_dir, cls=_Capture)
             res[n] = out = bench_run(run_dir, ex, ["patchmatch"], [1024])
             print(f"round {r + 1} dask local:{n}: {out['items']} items, execute {out['exec']:.1f} s, "
                   f"start-up {out['start']:.1f} s, whole run {out['wall']:.1f} s")

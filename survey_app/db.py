@@ -409,10 +409,17 @@ def _lock_step(conn: Connection, gens: dict) -> None:
             asks.pop(job, None)
         if not gens:
             return
-        with raw.pipeline():
-            sent = {job: [raw.execute(p.sql, p._args(params)) for p, params in ask.steps]
-                    for job, ask in asks.items()}
-        answers = {job: asks[job].result(cursors) for job, cursors in sent.items()}
+        jobs = list(asks)
+        sent = _send_together(raw, [asks[job].steps for job in jobs])
+        answers = {job: asks[job].result(cursors) for job, cursors in zip(jobs, sent, strict=True)}
+
+
+def _send_together(raw, groups: list) -> list[list]:
+    """Run each group's ``(Prepared, params)`` steps in one psycopg pipeline: one round trip
+    for all of them. Their cursors, group by group; a failing statement raises on leaving
+    the pipeline, and the statements after it do not run."""
+    with raw.pipeline():
+        return [[raw.execute(p.sql, p._args(params)) for p, params in steps] for steps in groups]
 
 
 def _finish(out: object, conn: Connection) -> object:
@@ -521,15 +528,10 @@ class Prepared:
         """
         if not all(p.fast and p._named for p, _ in steps):
             return [p.rowcount(conn, params) for p, params in steps]
-        raw = conn.connection.driver_connection
-        sent = [(p, p._args(params)) for p, params in steps]
-        cursors = []
         try:
-            with raw.pipeline():
-                for p, args in sent:
-                    cursors.append(raw.execute(p.sql, args))
+            (cursors,) = _send_together(conn.connection.driver_connection, [steps])
         except steps[0][0]._dbapi_error as exc:  # as through Core: sqlalchemy IntegrityError …
-            sql = "; ".join(p.sql for p, _ in sent)
+            sql = "; ".join(p.sql for p, _ in steps)
             raise DBAPIError.instance(sql, None, exc, steps[0][0]._dbapi_error) from exc
         return [c.rowcount for c in cursors]
 
