@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="default section: pool/dask rounds")
     ap.add_argument("--rounds", type=int, default=3, help="scaling section: rounds (median reported)")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.repeats < 1:
+        ap.error(f"--repeats must be at least 1, got {args.repeats}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hrbench-cluster-"))
     print(f"work folder {work}; {_load()}")
     try:

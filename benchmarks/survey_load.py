@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                          "HTTP/1.0 to the app) makes; default: one kept-alive connection per participant")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error(f"--repeats must be at least 1, got {args.repeats}")
     levels = [int(c) for c in args.clients.split(",")]
     args.workers = [int(w) for w in args.workers.split(",")]
 
