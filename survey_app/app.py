@@ -17,8 +17,9 @@ Configuration (a mapping passed to :func:`create_app`; the environment fills wha
                               default (30, 0.5); ``per_second <= 0`` disables
 ``ACTIVE_WINDOW_S``           a started, unfinished schedule counts towards pair balance for
                               this long after the participant's last answer (default 3600)
-``PAIR_COUNTS_TTL_S``         how long the pair-balance counts read from the database are
-                              reused (plus this process's new schedules); default 2 s
+``PAIR_COUNTS_TTL_S``         how long the pair-balance counts read in full from the database
+                              are reused, plus the schedules planned since (on PostgreSQL
+                              those of every process, read under the study lock); default 2 s
 ``COMPLETION_URL``            overrides the study's redirect URL (``{code}`` is replaced)
 ``COMPLETION_CODES``          ``{outcome: code}`` fixed per study (Prolific); outcomes
                               ``completed``, ``failed_screening``, ``returned``; a missing
@@ -55,7 +56,7 @@ from .db import Database, default_db_url, open_database
 from .images import equal_size_plan, token_key
 from .participant import participant_bp
 from .platforms import RETURN_URL_RE, check_codes
-from .queries import AnswerStatements, PairCounts
+from .queries import AnswerStatements, PairCounts, StartStatements
 from .security import (
     ADMIN_ENV,
     ADMIN_FILE,
@@ -247,6 +248,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         compare_pairs=compare,
         validation_pairs=validation,
         answer_sql=AnswerStatements(db.engine),
+        start_sql=StartStatements(db.engine) if db.engine.dialect.name == "postgresql" else None,
         pair_counts=PairCounts(float(app.config["PAIR_COUNTS_TTL_S"])),
         token_key=token_key(secret),
         images={item_id: images[item["path"]] for item_id, item in items.items()},

@@ -34,7 +34,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, select
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import Executable, TextClause
 
 from bench.errors import UserError
 
@@ -434,11 +434,20 @@ def _finish(out: object, conn: Connection) -> object:
             ask = out.send(ask.run(conn))
     except StopIteration as stop:
         return stop.value
+    finally:
+        out.close()  # a statement failed: the job's own cleanup (finally, with) runs now
 
 
 def _call(fn: Callable[[Connection], object], conn: Connection) -> object:
     """Run a job alone (plain or staged)."""
     return _finish(fn(conn), conn)
+
+
+def _writes(stmt: Executable) -> bool:
+    """Whether ``stmt`` is an INSERT, UPDATE or DELETE (Core, or text starting with one)."""
+    if isinstance(stmt, TextClause):
+        return stmt.text.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE")
+    return bool(getattr(stmt, "is_dml", False))
 
 
 def _discard(conn: Connection | None) -> None:
@@ -472,7 +481,7 @@ class Prepared:
     def __init__(self, stmt: Executable, engine: Engine, columns: list[str] | None = None,
                  fast: bool = True):
         self.stmt = stmt
-        self.writes = bool(getattr(stmt, "is_dml", False))  # INSERT, UPDATE or DELETE
+        self.writes = _writes(stmt)
         dialect = engine.dialect
         qmark = dialect.name == "sqlite" and dialect.paramstyle == "qmark"
         named = dialect.name == "postgresql" and dialect.driver == "psycopg" \
@@ -517,6 +526,12 @@ class Prepared:
             return conn.execute(self.stmt, params).rowcount
         return self._run(conn, params).rowcount
 
+    def all(self, conn: Connection, params: dict) -> list[tuple]:
+        """Every result row (tuples)."""
+        if not self.fast:
+            return [tuple(row) for row in conn.execute(self.stmt, params)]
+        return self._run(conn, params).fetchall()
+
     @staticmethod
     def rowcounts(conn: Connection, *steps: tuple[Prepared, dict]) -> list[int]:
         """Execute several INSERT/UPDATE statements in order; the rows each touched.
@@ -526,14 +541,7 @@ class Prepared:
         for the database process to get a core. A failing statement raises as
         :meth:`rowcount` would, and the ones after it do not run.
         """
-        if not all(p.fast and p._named for p, _ in steps):
-            return [p.rowcount(conn, params) for p, params in steps]
-        try:
-            (cursors,) = _send_together(conn.connection.driver_connection, [steps])
-        except steps[0][0]._dbapi_error as exc:  # as through Core: sqlalchemy IntegrityError …
-            sql = "; ".join(p.sql for p, _ in steps)
-            raise DBAPIError.instance(sql, None, exc, steps[0][0]._dbapi_error) from exc
-        return [c.rowcount for c in cursors]
+        return Ask.rowcounts(*steps).run(conn)
 
 
 @dataclass(frozen=True)
@@ -542,23 +550,28 @@ class Ask:
 
     A staged job is a generator ``job(conn)`` that yields ``Ask`` objects and gets back
     each one's result (``Ask.first``: the first row or None; ``Ask.rowcounts``: the rows
-    each statement touched); what it returns is its result. It reads and writes only
-    through what it yields. Alone it runs like a plain job
-    (each ``Ask`` executed at once). In a PostgreSQL group commit the writer steps all the
-    batch's staged jobs together and sends what they ask for at each step in one round
-    trip, so a batch of answers costs a few round trips instead of a few per answer.
+    each statement touched; ``Ask.rows``: each statement's rows); what it returns is its
+    result. It reads and writes only through what it yields. Alone it runs like a plain
+    job (each ``Ask`` executed at once, its statements in one round trip on PostgreSQL).
+    In a PostgreSQL group commit the writer steps all the batch's staged jobs together and
+    sends what they ask for at each step in one round trip, so a batch of answers costs a
+    few round trips instead of a few per answer.
     """
 
     steps: tuple[tuple[Prepared, dict], ...]
-    one_row: bool
+    read: str  # "first", "rowcounts" or "rows"
 
     @classmethod
     def first(cls, stmt: Prepared, params: dict) -> Ask:
-        return cls(((stmt, params),), True)
+        return cls(((stmt, params),), "first")
 
     @classmethod
     def rowcounts(cls, *steps: tuple[Prepared, dict]) -> Ask:
-        return cls(tuple(steps), False)
+        return cls(tuple(steps), "rowcounts")
+
+    @classmethod
+    def rows(cls, *steps: tuple[Prepared, dict]) -> Ask:
+        return cls(tuple(steps), "rows")
 
     @property
     def writes(self) -> bool:
@@ -566,14 +579,29 @@ class Ask:
         return any(p.writes for p, _ in self.steps)
 
     def run(self, conn: Connection):
-        if self.one_row:
+        """Execute the steps in order (on PostgreSQL in one round trip); a failing one
+        raises as through Core (e.g. sqlalchemy's IntegrityError) and stops the rest."""
+        if self.read == "first":
             (stmt, params), = self.steps
             return stmt.first(conn, params)
-        return Prepared.rowcounts(conn, *self.steps)
+        if not all(p.fast and p._named for p, _ in self.steps):
+            one = Prepared.rowcount if self.read == "rowcounts" else Prepared.all
+            return [one(p, conn, params) for p, params in self.steps]
+        error = self.steps[0][0]._dbapi_error
+        try:
+            (cursors,) = _send_together(conn.connection.driver_connection, [self.steps])
+        except error as exc:
+            sql = "; ".join(p.sql for p, _ in self.steps)
+            raise DBAPIError.instance(sql, None, exc, error) from exc
+        return self.result(cursors)
 
     def result(self, cursors: list):
         """The answer from the psycopg cursors of a pipeline that ran ``steps``."""
-        return cursors[0].fetchone() if self.one_row else [c.rowcount for c in cursors]
+        if self.read == "first":
+            return cursors[0].fetchone()
+        if self.read == "rowcounts":
+            return [c.rowcount for c in cursors]
+        return [c.fetchall() if c.description else [] for c in cursors]
 
 
 def _connect_error(url: str, exc: BaseException) -> str:

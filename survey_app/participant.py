@@ -47,6 +47,7 @@ from .platforms import PlatformIds, completion_link, mturk_form, outcome_code, r
 from .queries import (
     TRIAL_PAGE,
     UNCOUNTED_KINDS,
+    count_params,
     lock_study,
     pair_counts,
 )
@@ -236,7 +237,33 @@ def start():
     code = outcome_code(st.codes, "completed")
     now = utcnow()
 
-    def create(conn) -> int:
+    row = {
+        "study_id": st.study_id, "external_id": ids.external_id, "n_trials": 0,
+        "next_index": 0, "completion_code": code, "user_agent": ua, "excluded": False,
+        "validation_failures": 0, "created_at": now, "last_seen_at": now,
+        "platform": ids.platform, "platform_study_id": ids.study,
+        "platform_session_id": ids.session, "submit_to": ids.submit_to,
+        "viewport_w": vw, "viewport_h": vh, "dpr": dpr,
+    }
+
+    def plan(pid: int, counts: dict[int, int]) -> list:
+        return plan_trials(
+            st.compare_pairs,
+            st.validation_pairs,
+            counts,
+            n_trials=st.spec.trials_per_participant,
+            n_validation=st.spec.validation,
+            repeat_swapped=st.spec.repeat_swapped,
+            rng=random.Random(f"{st.spec.seed}:{pid}"),
+            practice=st.spec.practice,
+        )
+
+    def trial_rows(pid: int, plans: list) -> list[dict]:
+        return [{"participant_id": pid, "index": t.index, "pair_id": t.pair_id,
+                 "left_item_id": t.left_item, "right_item_id": t.right_item, "kind": t.kind,
+                 "repeat_of": t.repeat_of} for t in plans]
+
+    def create(conn) -> tuple[int, list]:
         # Each new schedule is planned from counts that include every schedule before it.
         if st.db.is_sqlite:
             # One process, and the group-commit writer runs one job at a time: the cached
@@ -247,37 +274,45 @@ def start():
             lock_study(conn, st.study_id)
             plan_counts = pair_counts(conn, st.study_id, window)
         # UNIQUE(study_id, external_id): of concurrent starts with one id, one row wins.
-        pid = conn.execute(_part.insert(), {
-            "study_id": st.study_id, "external_id": ids.external_id, "n_trials": 0,
-            "next_index": 0, "completion_code": code, "user_agent": ua, "excluded": False,
-            "validation_failures": 0, "created_at": now, "last_seen_at": now,
-            "platform": ids.platform, "platform_study_id": ids.study,
-            "platform_session_id": ids.session, "submit_to": ids.submit_to,
-            "viewport_w": vw, "viewport_h": vh, "dpr": dpr,
-        }).inserted_primary_key[0]
-        plans = plan_trials(
-            st.compare_pairs,
-            st.validation_pairs,
-            plan_counts,
-            n_trials=st.spec.trials_per_participant,
-            n_validation=st.spec.validation,
-            repeat_swapped=st.spec.repeat_swapped,
-            rng=random.Random(f"{st.spec.seed}:{pid}"),
-            practice=st.spec.practice,
-        )
-        conn.execute(_trial.insert(), [
-            {"participant_id": pid, "index": t.index, "pair_id": t.pair_id,
-             "left_item_id": t.left_item, "right_item_id": t.right_item, "kind": t.kind,
-             "repeat_of": t.repeat_of}
-            for t in plans
-        ])
+        pid = conn.execute(_part.insert(), row).inserted_primary_key[0]
+        plans = plan(pid, plan_counts)
+        conn.execute(_trial.insert(), trial_rows(pid, plans))
         conn.execute(update(_part).where(_part.c.id == pid).values(n_trials=len(plans)))
         if st.db.is_sqlite:  # (on PostgreSQL a job may run twice: no effects outside conn)
             st.pair_counts.add(t.pair_id for t in plans if t.kind not in UNCOUNTED_KINDS)
         return pid, plans
 
+    def create_locked(conn):
+        """PostgreSQL, as a staged job (``survey_app.db.Ask``) run alone: the study lock
+        is held from the first round trip to the commit, three round trips in all.
+
+        1. lock the study, count the schedules of the people after the cached counts
+           (``PairCounts.base``), take the new person's id from its sequence;
+        2. insert the person and the trials planned from those counts and that id.
+
+        Ids are handed out only under the lock and each holder commits before releasing
+        it, so every id below the new one is settled: the counts up to it are complete.
+        (That needs the id sequence's default ``CACHE 1``.)
+        """
+        sql = st.start_sql
+        counts, upto = st.pair_counts.base()
+        _, new, ((pid,),) = yield Ask.rows(
+            (sql.lock, {"sid": st.study_id}),
+            (sql.counts, count_params(st.study_id, window, upto)),
+            (sql.next_id, {}),
+        )
+        for pair, n in new:
+            counts[pair] = counts.get(pair, 0) + n
+        st.pair_counts.update(counts, pid - 1, full=upto == 0)
+        plans = plan(pid, counts)
+        # UNIQUE(study_id, external_id): of concurrent starts with one id, one row wins.
+        yield Ask.rowcounts((sql.insert_participant, {**row, "id": pid, "n_trials": len(plans)}),
+                            (sql.insert_trials, sql.trial_columns(trial_rows(pid, plans))))
+        return pid, plans
+
     try:
-        pid, plans = st.db.run_write(create, alone=True)  # it takes the study's row lock
+        # Alone: it takes the study's row lock (see Database.run_write).
+        pid, plans = st.db.run_write(create_locked if st.start_sql else create, alone=True)
     except TimeoutError:
         abort(503, description="the server is overloaded; try again in a moment")
     except IntegrityError:

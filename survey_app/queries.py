@@ -22,8 +22,10 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal_column,
     or_,
     select,
+    text,
     update,
 )
 
@@ -48,50 +50,67 @@ def lock_study(conn: Connection, study_id: int) -> None:
     one at a time in one process (``--workers`` > 1 is refused there).
     """
     if conn.dialect.name != "sqlite":
-        # FOR NO KEY UPDATE: queues new schedules against each other like FOR UPDATE, but not
-        # the foreign-key checks of rows that point at the study (a screening row's insert).
-        conn.execute(select(_study.c.id).where(_study.c.id == study_id)
-                     .with_for_update(key_share=True))
+        conn.execute(_LOCK_STUDY, {"sid": study_id})
 
 
-def pair_counts(conn: Connection, study_id: int, active_window_s: float) -> dict[int, int]:
-    """Votes per pair from included people, plus open schedules of recently active people.
+# FOR NO KEY UPDATE: queues new schedules against each other like FOR UPDATE, but not the
+# foreign-key checks of rows that point at the study (a screening row's insert).
+_LOCK_STUDY = select(_study.c.id).where(_study.c.id == bindparam("sid")).with_for_update(
+    key_share=True)
 
-    One statement over the schedules (a trial below the person's ``next_index`` is answered:
-    the vote and the advance commit together), so the counts come from one snapshot. Two
-    statements (votes, then open schedules) could, under PostgreSQL's READ COMMITTED, miss
-    or double an answer committed between them and unbalance the next schedule.
-    """
-    cutoff = utcnow() - timedelta(seconds=active_window_s)
-    rows = conn.execute(
-        select(Trial.pair_id, func.count())
-        .join(Participant, Participant.id == Trial.participant_id)
-        .where(
-            Participant.study_id == study_id,
-            Participant.excluded.is_(False),
-            # A second look or a practice answer adds no independent vote.
-            Trial.kind.not_in(UNCOUNTED_KINDS),
-            or_(
-                Trial.index < Participant.next_index,
-                and_(Participant.finished_at.is_(None), Participant.last_seen_at >= cutoff),
-            ),
-        )
-        .group_by(Trial.pair_id)
+
+def pair_counts(conn: Connection, study_id: int, active_window_s: float,
+                after: int = 0) -> dict[int, int]:
+    """Votes per pair from included people, plus open schedules of recently active people
+    (``after``: only people with a higher id, see :meth:`PairCounts.base`)."""
+    return dict(conn.execute(_COUNTS, count_params(study_id, active_window_s, after)).all())
+
+
+def count_params(study_id: int, active_window_s: float, after: int) -> dict:
+    return {"sid": study_id, "after": after,
+            "cutoff": utcnow() - timedelta(seconds=active_window_s)}
+
+
+# One statement over the schedules (a trial below the person's ``next_index`` is answered:
+# the vote and the advance commit together), so the counts come from one snapshot. Two
+# statements (votes, then open schedules) could, under PostgreSQL's READ COMMITTED, miss or
+# double an answer committed between them and unbalance the next schedule.
+_COUNTS = (
+    select(_trial.c.pair_id, func.count())
+    .join(_part, _part.c.id == _trial.c.participant_id)
+    .where(
+        _part.c.study_id == bindparam("sid"),
+        _part.c.id > bindparam("after"),
+        _part.c.excluded.is_(False),
+        # A second look or a practice answer adds no independent vote.
+        _trial.c.kind.not_in([literal_column(f"'{k}'") for k in UNCOUNTED_KINDS]),
+        or_(
+            _trial.c.index < _part.c.next_index,
+            and_(_part.c.finished_at.is_(None),
+                 _part.c.last_seen_at >= bindparam("cutoff", type_=DateTime)),
+        ),
     )
-    return {pair_id: n for pair_id, n in rows}
+    .group_by(_trial.c.pair_id)
+)
 
 
 class PairCounts:
-    """Balance counts for new schedules, read from the database at most every ``ttl_s``.
+    """Balance counts for new schedules, read in full from the database at most every
+    ``ttl_s`` seconds.
 
-    Why: the two count queries scan every answer and every open schedule of the study, so
-    their cost grows with the study; run for each new participant they made starting a
-    session the dearest request of all. Between reads, the schedules this process plans
-    are added on top, so people starting at the same moment get different least-used
-    pairs (before, they read the same counts). Schedules planned by other server processes
-    and exclusions show up at the next read: the counts steer balance, they record nothing.
-    ``ttl_s <= 0`` reads the database every time. Used on SQLite (one process); elsewhere a
-    new schedule reads fresh counts under :func:`lock_study` instead.
+    Why: the full count scans every answer and every open schedule of the study, so its
+    cost grows with the study; run for each new participant it made starting a session
+    the dearest request of all (on PostgreSQL it also runs under the study's lock, so it
+    paced every start of every process). Between full reads only the new schedules are
+    added; what lowers a count (an exclusion, a schedule left open past the active window)
+    shows up at the next full read: the counts steer balance, they record nothing.
+    ``ttl_s <= 0`` reads everything every time.
+
+    - SQLite (one process, one writer): :meth:`snapshot`, plus the schedules this process
+      plans (:meth:`add`).
+    - PostgreSQL (several processes): a new schedule, holding the study lock, reads the
+      counts of the people after :meth:`base`'s id, whichever process planned them, and
+      hands the sum back with :meth:`update`.
     """
 
     def __init__(self, ttl_s: float):
@@ -99,13 +118,16 @@ class PairCounts:
         self._lock = threading.Lock()
         self._counts: dict[int, int] | None = None
         self._read_at = 0.0
+        self._upto = 0  # base/update: the counts are those of the people with id <= this
+
+    def _stale(self) -> bool:
+        return self._counts is None or time.monotonic() - self._read_at >= self.ttl_s
 
     def snapshot(self, read: Callable[[], dict[int, int]]) -> dict[int, int]:
         """A copy of the counts; ``read()`` (the database query) when they are stale."""
         with self._lock:  # one reader refreshes; the others wait for its result
-            now = time.monotonic()
-            if self._counts is None or now - self._read_at >= self.ttl_s:
-                self._counts, self._read_at = read(), now
+            if self._stale():
+                self._counts, self._read_at = read(), time.monotonic()
             return dict(self._counts)
 
     def add(self, pair_ids: Iterable[int]) -> None:
@@ -114,6 +136,23 @@ class PairCounts:
             if self._counts is not None:
                 for pid in pair_ids:
                     self._counts[pid] = self._counts.get(pid, 0) + 1
+
+    def base(self) -> tuple[dict[int, int], int]:
+        """``(counts, upto)``: the counts of the people with an id up to ``upto``, to which
+        those of the people after it are to be added; ``({}, 0)`` when stale (read all)."""
+        with self._lock:
+            if self._stale():
+                return {}, 0
+            return dict(self._counts), self._upto
+
+    def update(self, counts: dict[int, int], upto: int, full: bool) -> None:
+        """Keep ``counts``, those of every person with an id up to ``upto`` (read under the
+        study lock: nobody else can add a schedule meanwhile), unless newer ones are kept."""
+        with self._lock:
+            if full or self._counts is None or upto > self._upto:
+                self._counts, self._upto = dict(counts), upto
+                if full:
+                    self._read_at = time.monotonic()
 
 
 _CURRENT = (
@@ -174,13 +213,53 @@ TRIAL_PAGE = (
 )
 
 
+_TRIAL_COLUMNS = ["participant_id", "index", "pair_id", "left_item_id", "right_item_id", "kind",
+                  "repeat_of"]
+_PARTICIPANT_COLUMNS = [
+    "id", "study_id", "external_id", "n_trials", "next_index", "completion_code", "user_agent",
+    "excluded", "validation_failures", "created_at", "last_seen_at", "platform",
+    "platform_study_id", "platform_session_id", "submit_to", "viewport_w", "viewport_h", "dpr",
+]
+
+
+class StartStatements:
+    """A new schedule's statements on PostgreSQL, prepared once for the app's engine: the
+    study lock, the counts and the new participant's id in one round trip, then the
+    participant and its trials in another (see ``participant.start``)."""
+
+    def __init__(self, engine):
+        self.lock = Prepared(_LOCK_STUDY, engine)
+        self.counts = Prepared(_COUNTS, engine)
+        # The id first, so that the schedule (seeded by it) is planned before any insert.
+        self.next_id = Prepared(text("SELECT nextval(pg_get_serial_sequence('participant', "
+                                     "'id'))"), engine)
+        self.insert_participant = Prepared(_part.insert(), engine, columns=_PARTICIPANT_COLUMNS)
+        self.insert_trials = Prepared(_INSERT_TRIALS, engine)
+
+    @staticmethod
+    def trial_columns(rows: list[dict]) -> dict[str, list]:
+        """:attr:`insert_trials`'s parameters: one list per column."""
+        return {c: [r[c] for r in rows] for c in _TRIAL_COLUMNS}
+
+
+# A schedule's trials in one statement, a PostgreSQL array per column: a statement per
+# trial costs the web process about 0.1 ms of CPU each in psycopg, a schedule ~26 of them.
+_INSERT_TRIALS = text(
+    'INSERT INTO trial (participant_id, "index", pair_id, left_item_id, right_item_id, kind, '
+    "repeat_of) SELECT * FROM unnest(CAST(:participant_id AS integer[]), "
+    "CAST(:index AS integer[]), CAST(:pair_id AS integer[]), CAST(:left_item_id AS integer[]), "
+    "CAST(:right_item_id AS integer[]), CAST(:kind AS varchar[]), "
+    "CAST(:repeat_of AS integer[]))"
+).bindparams(*(bindparam(c) for c in _TRIAL_COLUMNS))
+
+
 class AnswerStatements:
     """The answer path's statements, prepared once for the app's engine."""
 
     def __init__(self, engine):
         self.current = Prepared(_CURRENT, engine)
         self.prev_choice = Prepared(_PREV_CHOICE, engine)
-        self.insert_vote = Prepared(_vote.insert(), engine, columns=_VOTE_COLUMNS)
+        self.insert_vote = Prepared(_vote.insert().inline(), engine, columns=_VOTE_COLUMNS)
         self.advance = Prepared(_ADVANCE, engine)
 
     def record(self, vote: dict, advance: dict) -> Ask:

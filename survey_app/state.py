@@ -32,6 +32,7 @@ class SurveyState:
     compare_pairs: list = field(default_factory=list)  # assign.PairRef, fixed per study
     validation_pairs: list = field(default_factory=list)
     answer_sql: Any = None  # queries.AnswerStatements, prepared by create_app
+    start_sql: Any = None  # queries.StartStatements on PostgreSQL, else None
     pair_counts: Any = None  # queries.PairCounts, made by create_app
     token_key: bytes = b""  # images.token_key(SECRET_KEY)
     images: dict = field(default_factory=dict)  # item id -> images.PaddedPng

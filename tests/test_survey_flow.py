@@ -7,12 +7,14 @@ import re
 
 import pandas as pd
 import pytest
+from sqlalchemy import text
 from survey_helpers import item_ids, make_fake_run
 
 from bench.cli import main as cli_main
 from bench.errors import UserError
 from survey_app import create_app
 from survey_app.export import COLUMNS, export_votes
+from survey_app.queries import pair_counts
 from survey_app.study import create_study
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -301,6 +303,40 @@ def test_balanced_assignment_over_participants(app):
     assert counts.max() - counts.min() <= 2
     firsts = df[df["repeat_of"].isna()]  # the swapped repeat is the one pair shown twice
     assert not firsts.groupby(["participant", "pair"]).size().gt(1).any()
+
+
+@pytest.mark.postgres
+def test_new_schedules_count_every_process_schedules(study_dir, pg_url):
+    """Two apps on one PostgreSQL database, as two server processes, counts kept between
+    full reads: each new schedule is planned from counts equal to a full count of every
+    schedule committed before it, whichever process planned it."""
+    apps = [create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
+                        "DATABASE_URL": pg_url, "PAIR_COUNTS_TTL_S": 3600,
+                        "START_RATE": (1, 0)}) for _ in range(2)]
+    st = apps[0].extensions["survey"]
+    window = apps[0].config["ACTIVE_WINDOW_S"]
+    try:
+        reads = []
+        for i, app in enumerate([apps[0], apps[1], apps[1], apps[0], apps[1], apps[0]]):
+            cache = app.extensions["survey"].pair_counts
+            client = app.test_client()
+            token = _start(client)
+            if i == 2:  # answers move schedules from open to answered: counts unchanged
+                _answer_all(app, client, token, honest=True)
+            used, upto = cache.base()  # what this start planned from, and up to which id
+            with st.db.engine.connect() as conn:
+                newest = conn.execute(text("SELECT max(id) FROM participant")).scalar()
+                everyone = pair_counts(conn, st.study_id, window)
+                mine = pair_counts(conn, st.study_id, window, after=newest - 1)
+            assert upto == newest - 1
+            assert sum(everyone.values()) > sum(used.values()) > 0 or i == 0
+            for pair in everyone:  # used + the new person's = every committed schedule
+                assert used.get(pair, 0) + mine.get(pair, 0) == everyone[pair]
+            reads.append(sum(used.values()))
+        assert reads == sorted(reads) and len(set(reads)) == len(reads)
+    finally:
+        for app in apps:
+            app.extensions["survey"].db.dispose()
 
 
 def test_cli_create_serve_args_and_export(tmp_path, monkeypatch):
