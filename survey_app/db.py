@@ -342,15 +342,19 @@ class GroupCommitter:
                     gens[job] = out
                 else:
                     job.result = _finish(out, conn)
-            _lock_step(conn, gens)
+            # The COMMIT may ride with the last step only when every job is staged: were
+            # the connection lost in that round trip, the commit's outcome would be unknown
+            # and the batch runs again, which staged jobs promise to survive (Ask.last) and
+            # plain ones (a screening row's insert) do not.
+            _lock_step(conn, gens, commit=len(gens) == len(batch))
         except Exception:
             try:
                 trans.rollback()
             except Exception:  # the connection is gone (server restart): a new one
                 conn = _discard(conn)
             return self._one_by_one(conn, batch)
-        trans.commit()  # an error here reaches every job of the batch (see _loop)
-        return conn
+        trans.commit()  # (a no-op when the last step committed) an error here reaches every
+        return conn     # job of the batch (see _loop)
 
     def _one_by_one(self, conn: Connection | None, batch: list[_Job]) -> Connection | None:
         unreachable: BaseException | None = None
@@ -375,10 +379,13 @@ class GroupCommitter:
         return conn
 
 
-def _lock_step(conn: Connection, gens: dict) -> None:
+def _lock_step(conn: Connection, gens: dict, commit: bool = False) -> bool:
     """Drive staged jobs (``{job: generator}``) together: the statements all of them ask
     for next go to the server in one pipeline (one round trip), then each job gets its
     answer and asks again, until every one has returned.
+
+    ``commit``: when every job's next Ask is its last (``Ask.last``), send the COMMIT in
+    the same pipeline; returns whether it did (the transaction is then over).
 
     The jobs of one step do not see each other's writes of that step (a second answer of
     one person in the same batch reads the state before the first): that can only make a
@@ -391,6 +398,7 @@ def _lock_step(conn: Connection, gens: dict) -> None:
     asks: dict = {}
     answers: dict = dict.fromkeys(gens)
     wrote: set = set()
+    committed = False
     while gens:
         for job, gen in list(gens.items()):
             try:
@@ -398,28 +406,47 @@ def _lock_step(conn: Connection, gens: dict) -> None:
             except StopIteration as stop:
                 job.result = stop.value
             except Exception as exc:
-                if job in wrote:
+                if committed:  # it broke Ask.last's promise: its writes are committed
+                    job.error = RuntimeError(f"a staged job raised after its last Ask ({exc!r})")
+                    log.error("%s", job.error)
+                elif job in wrote:
                     raise
-                job.error = exc
+                else:
+                    job.error = exc
             else:
-                if asks[job].writes:
+                if committed:  # the same, asking again
+                    gen.close()
+                    job.error = RuntimeError("a staged job asked again after its last Ask")
+                    log.error("%s", job.error)
+                elif asks[job].writes:
                     wrote.add(job)
-                continue
+                    continue
+                else:
+                    continue
             del gens[job]
             asks.pop(job, None)
         if not gens:
-            return
+            return committed
         jobs = list(asks)
-        sent = _send_together(raw, [asks[job].steps for job in jobs])
+        committed = commit and all(asks[job].last for job in jobs)
+        sent = _send_together(raw, [asks[job].steps for job in jobs], commit=committed)
         answers = {job: asks[job].result(cursors) for job, cursors in zip(jobs, sent, strict=True)}
+    return committed
 
 
-def _send_together(raw, groups: list) -> list[list]:
+def _send_together(raw, groups: list, commit: bool = False) -> list[list]:
     """Run each group's ``(Prepared, params)`` steps in one psycopg pipeline: one round trip
-    for all of them. Their cursors, group by group; a failing statement raises on leaving
-    the pipeline, and the statements after it do not run."""
+    for all of them (``commit``: and then COMMIT). Their cursors, group by group; a failing
+    statement raises on leaving the pipeline, and the statements after it, the COMMIT
+    included, do not run."""
     with raw.pipeline():
-        return [[raw.execute(p.sql, p._args(params)) for p, params in steps] for steps in groups]
+        cursors = [[raw.execute(p.sql, p._args(params)) for p, params in steps]
+                   for steps in groups]
+        if commit:
+            # As a statement, not raw.commit(), which would sync the pipeline on its own:
+            # the pipeline's one sync on leaving it brings every result back together.
+            raw.execute("COMMIT")
+        return cursors
 
 
 def _finish(out: object, conn: Connection) -> object:
@@ -560,14 +587,19 @@ class Ask:
 
     steps: tuple[tuple[Prepared, dict], ...]
     read: str  # "first", "rowcounts" or "rows"
+    # The job's last Ask: whatever its answer, the job then returns without raising, and
+    # running the whole job again after this Ask's writes were committed gives the same
+    # result (an answer then finds itself stored). In a group commit where every job's
+    # step is a last one, the writer sends the COMMIT in the same round trip.
+    last: bool = False
 
     @classmethod
     def first(cls, stmt: Prepared, params: dict) -> Ask:
         return cls(((stmt, params),), "first")
 
     @classmethod
-    def rowcounts(cls, *steps: tuple[Prepared, dict]) -> Ask:
-        return cls(tuple(steps), "rowcounts")
+    def rowcounts(cls, *steps: tuple[Prepared, dict], last: bool = False) -> Ask:
+        return cls(tuple(steps), "rowcounts", last)
 
     @classmethod
     def rows(cls, *steps: tuple[Prepared, dict]) -> Ask:

@@ -428,9 +428,11 @@ def answer():
     sql = st.answer_sql
 
     def store(conn):
-        """Check and store the answer; the page to go to next. Runs in the writer, as a
-        staged job (``survey_app.db.Ask``): in a PostgreSQL group commit the batch's
-        answers send their statements together, a round trip per step for all of them."""
+        """Check and store the answer; the page to go to next, or None when another
+        answer got in first. Runs in the writer, as a staged job (``survey_app.db.Ask``):
+        in a PostgreSQL group commit the batch's answers send their statements together,
+        a round trip per step for all of them, the last one with the COMMIT. Running it
+        again after it was stored gives the same page (it is then a resubmission)."""
         row = yield Ask.first(sql.current, {"pid": pid})
         if row is None or row[0] != st.study_id:
             abort(400, description="unknown participant; start again at /")
@@ -452,7 +454,7 @@ def answer():
         # Failing screening changes the code at the end, never anything before it: the
         # pages must not tell which trial was a validation question.
         new_outcome = ("failed_screening" if new_excluded else "completed") if finished else None
-        _, advanced = yield sql.record({
+        counts = yield sql.record({
             "participant_id": pid, "trial_index": index, "trial_id": trial_id,
             "pair_id": pair_id, "left_item_id": left, "right_item_id": right,
             "choice": choice, "chosen_item_id": chosen, "correct": correct,
@@ -467,8 +469,10 @@ def answer():
             "done": finished, "outcome": new_outcome,
             "set_code": new_outcome == "failed_screening", "code": fail_code,
         })
-        if advanced != 1:  # someone else answered first; undo ours, judge as a retry
-            raise IntegrityError("next_index moved", None, Exception("race"))
+        if not sql.stored(counts):  # another answer got in first: judge ours as a retry
+            if sql.one_statement:
+                return None  # nothing of ours was written
+            raise IntegrityError("next_index moved", None, Exception("race"))  # undo our vote
         if kind == "practice":
             return "practice"
         return "done" if finished else "trial"
@@ -479,6 +483,8 @@ def answer():
         abort(503, description="the server is overloaded; send your answer again (it is stored "
                                "once, however often it arrives)")
     except IntegrityError:
+        page = None
+    if page is None:
         # A concurrent identical request won (the unique constraint, or the guarded update
         # on databases without BEGIN IMMEDIATE, e.g. PostgreSQL): judge this one as a retry.
         with st.db.engine.connect() as conn:

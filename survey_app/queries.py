@@ -21,7 +21,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     func,
+    insert,
     literal_column,
     or_,
     select,
@@ -253,17 +255,41 @@ _INSERT_TRIALS = text(
 ).bindparams(*(bindparam(c) for c in _TRIAL_COLUMNS))
 
 
+# PostgreSQL: advance the participant and, only if that happened, insert the vote, in one
+# statement. Another answer that got in first leaves nothing of this one written, so the
+# answer job has nothing to undo and can let its write go out with the batch's COMMIT.
+_ADVANCED = _ADVANCE.returning(_part.c.id).cte("advanced")
+_RECORD = insert(_vote).from_select(
+    _VOTE_COLUMNS,
+    # Cast: a parameter in a select list has no column to take its type from (a NULL
+    # would arrive as text).
+    select(*(cast(bindparam(c, type_=_vote.c[c].type), _vote.c[c].type) for c in _VOTE_COLUMNS))
+    .select_from(_ADVANCED),
+)
+
+
 class AnswerStatements:
     """The answer path's statements, prepared once for the app's engine."""
 
     def __init__(self, engine):
         self.current = Prepared(_CURRENT, engine)
         self.prev_choice = Prepared(_PREV_CHOICE, engine)
-        self.insert_vote = Prepared(_vote.insert().inline(), engine, columns=_VOTE_COLUMNS)
-        self.advance = Prepared(_ADVANCE, engine)
+        self.one_statement = engine.dialect.name == "postgresql"
+        if self.one_statement:
+            self.record_both = Prepared(_RECORD, engine)
+        else:
+            self.insert_vote = Prepared(_vote.insert().inline(), engine, columns=_VOTE_COLUMNS)
+            self.advance = Prepared(_ADVANCE, engine)
 
     def record(self, vote: dict, advance: dict) -> Ask:
-        """Insert the vote and advance the participant, as one :class:`Ask` of a staged
-        job; its answer's second count is 0 when another answer got in first."""
+        """Insert the vote and advance the participant, as the last :class:`Ask` of a
+        staged job; :meth:`stored` tells from its answer whether another answer got in
+        first. PostgreSQL: then nothing was written (see ``_RECORD``); elsewhere the vote
+        was inserted and the job must raise to undo it."""
+        if self.one_statement:
+            return Ask.rowcounts((self.record_both, {**vote, **advance}), last=True)
         return Ask.rowcounts((self.insert_vote, vote), (self.advance, advance))
+
+    def stored(self, counts: list[int]) -> bool:
+        return counts[-1] == 1
 

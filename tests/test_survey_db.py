@@ -213,9 +213,9 @@ def test_one_batch_of_staged_jobs_runs_in_lock_step_then_alone_on_a_clash(staged
     steps = []
     original = db_module._lock_step
 
-    def spy(conn, gens):
+    def spy(conn, gens, commit=False):
         steps.append(len(gens))
-        return original(conn, gens)
+        return original(conn, gens, commit)
 
     jobs = [_Job(_staged_insert(k)) for k in ("x", "y", "x")]
     committer = GroupCommitter.__new__(GroupCommitter)  # no writer thread: driven here
@@ -265,6 +265,88 @@ def test_a_staged_job_refused_before_writing_does_not_replay_its_batch(staged):
     assert isinstance(jobs[1].error, ValueError)
     with db.engine.connect() as conn:
         assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["a", "b"]
+
+
+def _last_insert(key: str, then=None):
+    """A staged job whose insert is its last Ask; ``then(count)`` runs after it."""
+    def job(conn):
+        yield Ask.first(_COUNT, {"w": key})  # a look-up first, as an answer makes
+        counts = yield Ask.rowcounts((_INSERT, {"who": key, "n": 0}), last=True)
+        return then(counts) if then else counts[0]
+
+    return job
+
+
+def _drive(db, jobs) -> list[bool]:
+    """One batch through the PostgreSQL writer, no writer thread; the ``commit`` flag of
+    each pipeline it sent."""
+    from survey_app.db import GroupCommitter
+
+    sends, original = [], db_module._send_together
+
+    def spy(raw, groups, commit=False):
+        sends.append(commit)
+        return original(raw, groups, commit)
+
+    committer = GroupCommitter.__new__(GroupCommitter)
+    committer.db, committer._pipeline = db, True
+    db_module._send_together = spy
+    try:
+        with db._write_engine.connect() as conn:
+            committer._together(conn, jobs)
+    finally:
+        db_module._send_together = original
+    return sends
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_commit_rides_with_the_last_step_of_a_staged_batch(staged):
+    """Every job staged and at its last Ask: the COMMIT goes in that step's round trip
+    (two round trips for the batch, not three); with a plain job in the batch it does not."""
+    from survey_app.db import _Job
+
+    db = staged
+    jobs = [_Job(_last_insert(k)) for k in ("p", "q")]
+    assert _drive(db, jobs) == [False, True]
+    assert [j.result for j in jobs] == [1, 1]
+    plain = _Job(lambda conn: _INSERT.rowcount(conn, {"who": "plain", "n": 0}))
+    jobs = [_Job(_last_insert("r")), plain]
+    assert _drive(db, jobs) == [False, False]
+    with db.engine.connect() as conn:
+        assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["p", "plain", "q", "r"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_clash_in_the_committing_step_commits_nothing_and_replays(staged):
+    """A unique-key clash in the step that carries the COMMIT: the COMMIT does not run,
+    the batch runs again one job at a time, and each job's outcome is from that run."""
+    from survey_app.db import _Job
+
+    db = staged
+    jobs = [_Job(_last_insert("same")), _Job(_last_insert("other")), _Job(_last_insert("same"))]
+    assert _drive(db, jobs)[:2] == [False, True]
+    assert [j.result for j in jobs[:2]] == [1, 1]
+    assert jobs[2].error is not None  # alone, it met the committed "same"
+    with db.engine.connect() as conn:
+        assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["other", "same"]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_staged_job_breaking_the_last_ask_promise_is_reported(staged):
+    """A job that raises after its last Ask (its write already committed with the batch)
+    gets a RuntimeError saying so; the batch's other jobs keep their results."""
+    from survey_app.db import _Job
+
+    def boom(counts):
+        raise ValueError("changed its mind")
+
+    db = staged
+    jobs = [_Job(_last_insert("fine")), _Job(_last_insert("liar", then=boom))]
+    assert _drive(db, jobs) == [False, True]
+    assert jobs[0].result == 1
+    assert isinstance(jobs[1].error, RuntimeError) and "last Ask" in str(jobs[1].error)
+    with db.engine.connect() as conn:
+        assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["fine", "liar"]
 
 
 def test_a_job_run_alone_does_not_join_the_group_commit_on_postgresql(db):
