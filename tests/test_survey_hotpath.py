@@ -166,15 +166,43 @@ def test_serving_freezes_startup_objects_before_serving(monkeypatch):
     out of them before the server takes its first request."""
     import gc
 
-    import waitress
+    import waitress.server
 
     from survey_app import serving
 
     seen = []
-    monkeypatch.setattr(waitress, "serve", lambda app, **kw: seen.append(gc.get_freeze_count()))
+
+    class FakeServer:
+        def print_listen(self, fmt):
+            pass
+
+        def run(self):
+            seen.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(waitress.server, "create_server", lambda app, **kw: FakeServer())
     gc.unfreeze()
     try:
         serving._waitress(Flask("t"), 2, sockets=[])
         assert seen and seen[0] > 10_000  # modules, the app: tens of thousands of objects
     finally:
         gc.unfreeze()
+
+
+def test_workers_take_connections_least_loaded_first():
+    """Shared connection counts: a worker listens only while it has no more connections
+    than the least loaded live one; one that has not reported for a while does not count."""
+    from survey_app.serving import _Balance
+
+    b = _Balance(3, stale_s=2.0)
+    assert b.may_accept(0, 0, now=100.0)  # the others have never reported: not counted
+    assert b.may_accept(1, 0, now=100.0)
+    assert not b.may_accept(0, 1, now=100.1)  # 1 > worker 1's 0
+    assert b.may_accept(1, 1, now=100.2)  # equal: both may
+    assert b.may_accept(0, 1, now=100.3)
+    assert b.may_accept(2, 0, now=100.4)
+    assert not b.may_accept(0, 1, now=100.5) and not b.may_accept(1, 1, now=100.5)
+    # worker 2 stops reporting (hung): after stale_s the others no longer wait for it
+    assert b.may_accept(0, 1, now=102.5) and b.may_accept(1, 1, now=102.5)
+    b.forget(0)  # its worker died; the replacement counts once it reports
+    assert b.may_accept(1, 3, now=102.6)
+    assert b.may_accept(0, 0, now=102.7) and not b.may_accept(1, 3, now=102.8)

@@ -4,6 +4,7 @@
 - with ``--workers 4`` on PostgreSQL, the same answer sent at once over many connections
   (so to several processes) is stored once and acknowledged to every sender; conflicting
   answers sent at once store one of them and refuse the others;
+- kept-alive connections spread evenly over the worker processes (least connections first);
 - an export taken while people vote is one consistent state (SQLite and PostgreSQL);
 - ``pg_dump`` of a study's database restores with ``pg_restore`` into a new database that
   exports the same answers and serves the study (the README's backup recipe, tested).
@@ -11,9 +12,13 @@
 
 from __future__ import annotations
 
+import http.client
+import os
 import random
 import re
 import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -39,6 +44,55 @@ def test_several_workers_refused_on_sqlite(study, capsys):
     assert cli_main(["survey", "serve", str(study), "--workers", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--workers 2: SQLite is served by one process" in err[0]
+
+
+def _established(pid: int, port: int) -> int:
+    """Established TCP connections on local ``port`` held by process ``pid`` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                inodes.add(fields[9])
+    held = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        held += target.startswith("socket:[") and target[8:-1] in inodes
+    return held
+
+
+@pytest.mark.postgres
+def test_kept_alive_connections_spread_evenly_over_workers(study, pg_url, tmp_path):
+    """Twelve participants' kept-alive connections, opened one after another, end up 4/4/4
+    on three worker processes: each listens only while it holds no more than the least
+    loaded one (left to the kernel, whichever process wakes first takes it)."""
+    server = ServerProcess(study, threads=4, workers=3, db_url=pg_url,
+                           log_path=tmp_path / "server.log").start()
+    conns = []
+    try:
+        pids = server.worker_pids()
+        log = tmp_path / "server.log"
+        deadline = time.monotonic() + 30
+        while log.read_text().count("Serving on") < 3:  # each worker, once it serves
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        time.sleep(0.5)  # each worker's event loop has reported its (zero) connections
+        for _ in range(12):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+            conns.append(conn)
+        held = sorted(_established(pid, server.port) for pid in pids)
+        assert held == [4, 4, 4]
+    finally:
+        for conn in conns:
+            conn.close()
+        server.stop()
 
 
 def _vote_rows(url: str) -> list[tuple]:
