@@ -347,7 +347,12 @@ class GroupCommitter:
             # and the batch runs again, which staged jobs promise to survive (Ask.last) and
             # plain ones (a screening row's insert) do not.
             _lock_step(conn, gens, commit=len(gens) == len(batch))
-        except Exception:
+        except Exception as exc:
+            if not isinstance(exc, (SQLAlchemyError, self.db.engine.dialect.loaded_dbapi.Error)):
+                # Not a clash between the batch's writes: a job failing after its writes, or
+                # a bug, which the replay below would otherwise hide behind slower batches.
+                log.warning("a batch of %d writes failed (%r); running them one at a time",
+                            len(batch), exc)
             try:
                 trans.rollback()
             except Exception:  # the connection is gone (server restart): a new one

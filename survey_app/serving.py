@@ -4,9 +4,10 @@
 app once (so every user mistake is reported once, before anything forks, and an empty
 database gets its schema once), then forks N workers. Each worker builds its own app
 (its own database connections: connections never cross a fork) and runs waitress with
-``--threads`` threads on the shared socket; the kernel hands each new connection to one of
-the processes waiting in ``accept``. The parent only supervises: a worker that dies (OOM
-kill, SIGKILL, crash) is replaced at once; SIGTERM or Ctrl-C stops all of them.
+``--threads`` threads on the shared socket; a worker waits in ``accept`` only while it
+holds no more connections than the least loaded one (:class:`_Balance`). The parent only
+supervises: a worker that dies (OOM kill, SIGKILL, crash) is replaced at once; SIGTERM or
+Ctrl-C stops all of them.
 
 Why waitress per process and not gunicorn, measured with ``python -m benchmarks.survey_load
 --pg-temp --workers 2 --clients 8,32 --server waitress|gunicorn`` (two interleaved runs

@@ -349,6 +349,26 @@ def test_a_staged_job_breaking_the_last_ask_promise_is_reported(staged):
         assert sorted(conn.execute(select(rows.c.who)).scalars()) == ["fine", "liar"]
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_batch_failing_other_than_on_a_clash_says_so(staged, caplog):
+    """A job raising after its writes (or a bug in the writer) makes the batch run again one
+    job at a time, like a clash does; unlike a clash, that is logged, not left to show only
+    as slower batches."""
+    from survey_app.db import _Job
+
+    def writes_then_fails(conn):
+        yield Ask.rowcounts((_INSERT, {"who": "undone", "n": 0}))
+        raise ValueError("after writing")
+
+    jobs = [_Job(_staged_insert("kept")), _Job(writes_then_fails)]
+    with caplog.at_level("WARNING", logger="survey_app.db"):
+        _drive(staged, jobs)
+    assert "running them one at a time" in caplog.text and "after writing" in caplog.text
+    assert jobs[0].result == 1 and isinstance(jobs[1].error, ValueError)
+    with staged.engine.connect() as conn:
+        assert list(conn.execute(select(rows.c.who)).scalars()) == ["kept"]
+
+
 def test_a_job_run_alone_does_not_join_the_group_commit_on_postgresql(db):
     """A new schedule waits for the study's row lock: on PostgreSQL it runs in the calling
     thread, in its own transaction, so no batch of answers waits with it; SQLite has one
