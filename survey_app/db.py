@@ -248,7 +248,10 @@ class GroupCommitter:
       each error is the one of a run that committed (or of none). Failures are rare
       (a 409, a duplicate); jobs must then be safe to run twice: no effects outside the
       connection. This also covers a connection that a server restart broke: the batch
-      fails, the writer reconnects and the jobs run again.
+      fails, the writer reconnects and the jobs run again. When every job of a batch is
+      staged and at its last step (:attr:`Ask.last`), the COMMIT goes in that step's round
+      trip; were the connection lost then, whether it committed is unknown and the batch
+      runs again, which such jobs promise to survive (an answer finds itself stored).
     """
 
     def __init__(self, db: Database, max_batch: int = 64):
