@@ -69,6 +69,8 @@ def pair_counts(conn: Connection, study_id: int, active_window_s: float,
 
 
 def count_params(study_id: int, active_window_s: float, after: int) -> dict:
+    """The counts statement's parameters: the study, people with an id above ``after``, and
+    the start of the active window (now minus ``active_window_s``)."""
     return {"sid": study_id, "after": after,
             "cutoff": utcnow() - timedelta(seconds=active_window_s)}
 
