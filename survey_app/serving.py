@@ -82,18 +82,34 @@ class _Balance:
     threads queues requests (waitress's task queue: p99 of the wait 24-72 ms against 13-15
     ms balanced, 3 paired load runs) while the other has threads idle. So each worker
     publishes its open connections in shared memory and listens only while it has no more
-    than the least loaded one; that one always listens, so a connection is always taken.
-    A worker that has not looked at the socket for ``stale_s`` (hung, or starting) does not
-    count: the others must not wait for it.
+    than the least loaded one. A worker decides only when its event loop wakes (activity on
+    its connections, or waitress's 1 s timeout): one that stopped listening while another
+    had fewer connections sleeps on that decision, so a worker that stops listening wakes
+    the others (a byte on each one's pipe) to decide again: otherwise, once it had
+    overtaken a sleeping one, nobody would accept for up to a second. A worker that has not
+    looked at the socket for ``stale_s`` (hung, or starting) does not count: the others
+    must not wait for it.
     """
 
     def __init__(self, workers: int, stale_s: float = 2.0):
         import multiprocessing
 
-        # Anonymous shared memory, made before the workers fork.
+        # Anonymous shared memory and pipes, made before the workers fork.
         self.counts = multiprocessing.RawArray("i", workers)
         self.seen = multiprocessing.RawArray("d", workers)  # time.monotonic(): system-wide
         self.stale_s = stale_s
+        self.wakers = [os.pipe() for _ in range(workers)]  # (read, write) per slot
+        for fds in self.wakers:
+            for fd in fds:
+                os.set_blocking(fd, False)
+
+    def wake_others(self, slot: int) -> None:
+        for other, (_, write) in enumerate(self.wakers):
+            if other != slot:
+                try:
+                    os.write(write, b"!")
+                except BlockingIOError:  # its pipe is full: a wake-up is pending anyway
+                    pass
 
     def forget(self, slot: int) -> None:
         """The slot's worker is gone (its replacement reports once it serves)."""
@@ -108,13 +124,31 @@ class _Balance:
 
     def install(self, server, slot: int) -> None:
         """Make waitress's listening ``server`` listen only while :meth:`may_accept` (its
-        event loop asks ``readable()`` at least every second, also when idle)."""
-        base = len(server._map)  # the listener and the wake-up pipe: no connection yet
+        event loop asks ``readable()`` whenever it wakes, and at least every second)."""
+        from waitress.wasyncore import file_dispatcher
+
+        class Woken(file_dispatcher):
+            def writable(self) -> bool:
+                return False
+
+            def handle_read(self) -> None:
+                try:
+                    os.read(self._fileno, 4096)  # the loop decides again right after
+                except BlockingIOError:
+                    pass
+
+        Woken(self.wakers[slot][0], map=server._map)
+        base = len(server._map)  # the listener, waitress's and our wake-up pipes
         readable = server.readable
+        was = [True]
 
         def balanced() -> bool:
             listening = readable()  # always: it also closes idle connections on schedule
-            return self.may_accept(slot, len(server._map) - base, time.monotonic()) and listening
+            ok = self.may_accept(slot, len(server._map) - base, time.monotonic())
+            if was[0] and not ok:
+                self.wake_others(slot)
+            was[0] = ok
+            return ok and listening
 
         server.readable = balanced
 

@@ -95,6 +95,42 @@ def test_kept_alive_connections_spread_evenly_over_workers(study, pg_url, tmp_pa
         server.stop()
 
 
+@pytest.mark.postgres
+def test_a_new_connection_is_taken_at_once_while_other_workers_sleep(study, pg_url, tmp_path):
+    """Workers decide whether to listen when their event loop wakes. With kept-alive but
+    idle connections the loops sleep (up to 1 s); a worker that stops listening because it
+    overtook a sleeping one must wake it, or no one accepts until the sleeper's timeout."""
+    server = ServerProcess(study, threads=4, workers=2, db_url=pg_url,
+                           log_path=tmp_path / "server.log").start()
+    conns = []
+
+    def connect() -> float:
+        t0 = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        conns.append(conn)
+        return time.monotonic() - t0
+
+    try:
+        log = tmp_path / "server.log"
+        deadline = time.monotonic() + 30
+        while log.read_text().count("Serving on") < 2:
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        time.sleep(1.2)  # both loops have decided at least once, and sleep
+        # One after another, each left idle: the workers overtake each other while the one
+        # not accepting sleeps on its decision.
+        slowest = max(connect() for _ in range(12))
+        assert slowest < 0.5, f"a new connection waited {slowest:.2f} s to be accepted"
+    finally:
+        for conn in conns:
+            conn.close()
+        server.stop()
+
+
 def _vote_rows(url: str) -> list[tuple]:
     engine = create_engine(url)
     try:
