@@ -422,15 +422,13 @@ def _lock_step(conn: Connection, gens: dict, commit: bool = False) -> bool:
                 else:
                     job.error = exc
             else:
-                if committed:  # the same, asking again
-                    gen.close()
-                    job.error = RuntimeError("a staged job asked again after its last Ask")
-                    log.error("%s", job.error)
-                elif asks[job].writes:
-                    wrote.add(job)
+                if not committed:
+                    if asks[job].writes:
+                        wrote.add(job)
                     continue
-                else:
-                    continue
+                gen.close()  # the same, asking again
+                job.error = RuntimeError("a staged job asked again after its last Ask")
+                log.error("%s", job.error)
             del gens[job]
             asks.pop(job, None)
         if not gens:

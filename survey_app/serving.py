@@ -140,14 +140,15 @@ class _Balance:
         Woken(self.wakers[slot][0], map=server._map)
         base = len(server._map)  # the listener, waitress's and our wake-up pipes
         readable = server.readable
-        was = [True]
+        accepting = True
 
         def balanced() -> bool:
+            nonlocal accepting
             listening = readable()  # always: it also closes idle connections on schedule
             ok = self.may_accept(slot, len(server._map) - base, time.monotonic())
-            if was[0] and not ok:
+            if accepting and not ok:
                 self.wake_others(slot)
-            was[0] = ok
+            accepting = ok
             return ok and listening
 
         server.readable = balanced

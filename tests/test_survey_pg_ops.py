@@ -64,6 +64,24 @@ def _established(pid: int, port: int) -> int:
     return held
 
 
+def _wait_until_serving(log: Path, workers: int) -> None:
+    """Until each worker process has said "Serving on" in the server's log."""
+    deadline = time.monotonic() + 30
+    while log.read_text().count("Serving on") < workers:
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.1)
+
+
+def _keep_alive(port: int, conns: list) -> None:
+    """Open a connection, GET /healthz on it, and keep it open (in ``conns``)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/healthz")
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 200
+    conns.append(conn)
+
+
 @pytest.mark.postgres
 def test_kept_alive_connections_spread_evenly_over_workers(study, pg_url, tmp_path):
     """Twelve participants' kept-alive connections, opened one after another, end up 4/4/4
@@ -74,19 +92,10 @@ def test_kept_alive_connections_spread_evenly_over_workers(study, pg_url, tmp_pa
     conns = []
     try:
         pids = server.worker_pids()
-        log = tmp_path / "server.log"
-        deadline = time.monotonic() + 30
-        while log.read_text().count("Serving on") < 3:  # each worker, once it serves
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
+        _wait_until_serving(tmp_path / "server.log", 3)
         time.sleep(0.5)  # each worker's event loop has reported its (zero) connections
         for _ in range(12):
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 200
-            conns.append(conn)
+            _keep_alive(server.port, conns)
         held = sorted(_established(pid, server.port) for pid in pids)
         assert held == [4, 4, 4]
     finally:
@@ -106,20 +115,11 @@ def test_a_new_connection_is_taken_at_once_while_other_workers_sleep(study, pg_u
 
     def connect() -> float:
         t0 = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("GET", "/healthz")
-        response = conn.getresponse()
-        response.read()
-        assert response.status == 200
-        conns.append(conn)
+        _keep_alive(server.port, conns)
         return time.monotonic() - t0
 
     try:
-        log = tmp_path / "server.log"
-        deadline = time.monotonic() + 30
-        while log.read_text().count("Serving on") < 2:
-            assert time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.1)
+        _wait_until_serving(tmp_path / "server.log", 2)
         time.sleep(1.2)  # both loops have decided at least once, and sleep
         # One after another, each left idle: the workers overtake each other while the one
         # not accepting sleeps on its decision.
