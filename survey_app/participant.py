@@ -485,12 +485,16 @@ def answer():
     except IntegrityError:
         page = None
     if page is None:
-        # A concurrent identical request won (the unique constraint, or the guarded update
-        # on databases without BEGIN IMMEDIATE, e.g. PostgreSQL): judge this one as a retry.
+        # A concurrent request won (the unique constraint, or the guarded update on databases
+        # without BEGIN IMMEDIATE, e.g. PostgreSQL): an identical answer, then this one is a
+        # retry; or a withdrawal.
         with st.db.engine.connect() as conn:
-            _resubmission(sql.prev_choice.first(conn, {"pid": pid, "idx": index}), choice)
+            found = sql.prev_choice.first(conn, {"pid": pid, "idx": index})
             row = sql.current.first(conn, {"pid": pid})
-            page = _after_retry(index, row is not None and row[1] >= row[2], st.has_practice)
+        if found is None and row is not None and row[5] == "returned":
+            abort(409, description="you have withdrawn from this study; see /done")
+        _resubmission(found, choice)
+        page = _after_retry(index, row is not None and row[1] >= row[2], st.has_practice)
     if "shown" in session:
         session.pop("shown")
     return redirect(url_for("." + page), code=303)

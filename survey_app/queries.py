@@ -178,8 +178,11 @@ _PREV_CHOICE = select(_vote.c.choice).where(
 )
 _ADVANCE = (
     update(_part)
-    # The guard on next_index makes a lost race (another answer got in first) update nothing.
-    .where(_part.c.id == bindparam("pid"), _part.c.next_index == bindparam("idx"))
+    # The guards make a lost race update nothing: another answer got in first, or (another
+    # process on PostgreSQL) the person withdrew after the answer's look-up, whose outcome
+    # "returned" must neither get a vote after it nor turn into "completed".
+    .where(_part.c.id == bindparam("pid"), _part.c.next_index == bindparam("idx"),
+           _part.c.outcome.is_(None))
     .values(
         next_index=bindparam("new_next"),
         last_seen_at=bindparam("now", type_=DateTime),

@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from survey_helpers import item_ids, make_fake_run
 
 from bench.cli import main as cli_main
@@ -338,6 +338,50 @@ def test_new_schedules_count_every_process_schedules(study_dir, pg_url):
         for app in apps:
             app.extensions["survey"].db.dispose()
 
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("last", [False, True])
+def test_a_withdrawal_committed_after_an_answers_look_up_wins(study_dir, pg_url, last):
+    """Another process withdraws the person between the answer's look-up and its write (on
+    PostgreSQL nothing locks the person in between): the answer is refused with 409 and
+    stores nothing, and on the last trial "returned" does not turn into "completed"."""
+    app = create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
+                      "DATABASE_URL": pg_url})
+    st = app.extensions["survey"]
+    other = create_engine(pg_url)  # the other process's connection
+    try:
+        client = app.test_client()
+        token = _start(client)
+        while last and (cur := _current(client)) is not None and cur[0] < 8:
+            form = {"csrf_token": token, "trial": cur[0], "choice": "left"}
+            assert client.post("/trial", data=form).status_code == 303
+        idx = _current(client)[0]
+        assert idx == (8 if last else 0)
+        with st.db.engine.connect() as conn:
+            pid = conn.execute(text("SELECT max(id) FROM participant")).scalar()
+        record, withdrawn = st.answer_sql.record, []
+
+        def withdraw_then_record(vote, advance):  # in the writer, after the look-up
+            with other.begin() as conn:
+                conn.execute(text("UPDATE participant SET outcome = 'returned' WHERE id = :p"),
+                             {"p": pid})
+            withdrawn.append(pid)
+            return record(vote, advance)
+
+        st.answer_sql.record = withdraw_then_record
+        r = client.post("/trial", data={"csrf_token": token, "trial": idx, "choice": "left"})
+        assert withdrawn == [pid]
+        assert r.status_code == 409 and "withdrawn" in r.text
+        with st.db.engine.connect() as conn:
+            outcome, next_index = conn.execute(text(
+                "SELECT outcome, next_index FROM participant WHERE id = :p"), {"p": pid}).one()
+            votes = conn.execute(text("SELECT count(*) FROM vote WHERE participant_id = :p "
+                                      "AND trial_index = :i"), {"p": pid, "i": idx}).scalar()
+        assert (outcome, next_index, votes) == ("returned", idx, 0)
+    finally:
+        other.dispose()
+        st.db.dispose()
 
 def test_cli_create_serve_args_and_export(tmp_path, monkeypatch):
     run = make_fake_run(tmp_path / "run", methods=("good", "flat"), images=("alpha", "beta"))
