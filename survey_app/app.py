@@ -20,6 +20,8 @@ Configuration (a mapping passed to :func:`create_app`; the environment fills wha
 ``PAIR_COUNTS_TTL_S``         how long the pair-balance counts read in full from the database
                               are reused, plus the schedules planned since (on PostgreSQL
                               those of every process, read under the study lock); default 2 s
+``START_LOCK_TIMEOUT_S``      PostgreSQL: how long a new session waits for the study lock
+                              (held by another process's new session) before a 503; default 10
 ``COMPLETION_URL``            overrides the study's redirect URL (``{code}`` is replaced)
 ``COMPLETION_CODES``          ``{outcome: code}`` fixed per study (Prolific); outcomes
                               ``completed``, ``failed_screening``, ``returned``; a missing
@@ -80,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "START_RATE": (30, 0.5),
     "ACTIVE_WINDOW_S": 3600,
     "PAIR_COUNTS_TTL_S": 2.0,
+    "START_LOCK_TIMEOUT_S": 10.0,
     "DB_POOL_SIZE": 16,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "MAX_FORM_PARTS": 50,

@@ -20,6 +20,7 @@ trial, which is accepted without a second row (browser retry, double click, back
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -37,7 +38,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .assign import plan_trials
 from .db import Ask
@@ -57,6 +58,7 @@ from .state import state
 _part, _trial, _screening = Participant.__table__, Trial.__table__, Screening.__table__
 
 participant_bp = Blueprint("participant", __name__)
+log = logging.getLogger(__name__)
 
 MAX_TRIAL_INDEX = 100_000
 MAX_RT_MS = 24 * 3600 * 1000
@@ -65,6 +67,7 @@ MAX_FLIPS = 1_000_000
 # Every image gets the same caching headers and no validators (ETag/Last-Modified would
 # be derived from the file and could tell items apart).
 IMAGE_CACHE = "private, max-age=86400"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's error when lock_timeout ran out
 
 
 # ----------------------------------------------------------------------------- input parsing
@@ -234,6 +237,8 @@ def start():
     if not st.spec.allow_phone and vw and vh and (vw < min_w or vh < min_h):
         return _screen_out(ids, vw, vh, dpr, ua)
     window = float(current_app.config["ACTIVE_WINDOW_S"])
+    lock_timeout_s = float(current_app.config["START_LOCK_TIMEOUT_S"])
+    lock_timeout_ms = str(max(1, round(lock_timeout_s * 1000)))
     code = outcome_code(st.codes, "completed")
     now = utcnow()
 
@@ -286,6 +291,8 @@ def start():
         """PostgreSQL, as a staged job (``survey_app.db.Ask``) run alone: the study lock
         is held from the first round trip to the commit, three round trips in all.
 
+        0. only when the cached counts are stale: before the lock, the newest person's id
+           and the full count up to it (see ``StartStatements``);
         1. lock the study, count the schedules of the people after the cached counts
            (``PairCounts.base``), take the new person's id from its sequence;
         2. insert the person and the trials planned from those counts and that id.
@@ -296,14 +303,20 @@ def start():
         """
         sql = st.start_sql
         counts, upto = st.pair_counts.base()
-        _, new, ((pid,),) = yield Ask.rows(
+        full = upto == 0
+        if full:
+            (upto,) = yield Ask.first(sql.newest, {"sid": st.study_id})
+            (rows,) = yield Ask.rows((sql.counts, count_params(st.study_id, window, 0, upto)))
+            counts = dict(rows)
+        _, _, new, ((pid,),) = yield Ask.rows(
+            (sql.lock_timeout, {"ms": lock_timeout_ms}),
             (sql.lock, {"sid": st.study_id}),
             (sql.counts, count_params(st.study_id, window, upto)),
             (sql.next_id, {}),
         )
         for pair, n in new:
             counts[pair] = counts.get(pair, 0) + n
-        st.pair_counts.update(counts, pid - 1, full=upto == 0)
+        st.pair_counts.update(counts, pid - 1, full=full)
         plans = plan(pid, counts)
         # UNIQUE(study_id, external_id): of concurrent starts with one id, one row wins.
         yield Ask.rowcounts((sql.insert_participant, {**row, "id": pid, "n_trials": len(plans)}),
@@ -317,6 +330,12 @@ def start():
         abort(503, description="the server is overloaded; try again in a moment")
     except IntegrityError:
         return _already_taken_part()  # a concurrent start with the same id won
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        log.error("a new session waited %s s for the study lock (START_LOCK_TIMEOUT_S): "
+                  "another server process holds it and does not finish", lock_timeout_s)
+        abort(503, description="new sessions are held up on the server; try again in a moment")
     _start_session(pid)
     return redirect(url_for(".trial"), code=303)
 

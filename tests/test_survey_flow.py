@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from bench.cli import main as cli_main
 from bench.errors import UserError
 from survey_app import create_app
 from survey_app.export import COLUMNS, export_votes
-from survey_app.queries import pair_counts
+from survey_app.queries import count_params, pair_counts
 from survey_app.study import create_study
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -339,6 +341,111 @@ def test_new_schedules_count_every_process_schedules(study_dir, pg_url):
             app.extensions["survey"].db.dispose()
 
 
+
+
+def _hold_next_start(app) -> tuple[threading.Event, threading.Event, threading.Thread]:
+    """Start a person on ``app`` in a thread whose transaction stops before its commit,
+    holding the study lock with the person inserted: (entered, release, thread)."""
+    db = app.extensions["survey"].db
+    entered, release = threading.Event(), threading.Event()
+    run_write = db.run_write
+
+    def held(job, alone=False):
+        def paused(conn):
+            out = yield from job(conn)
+            entered.set()
+            release.wait(30)
+            return out
+        return run_write(paused, alone=alone)
+
+    db.run_write = held
+    thread = threading.Thread(target=_start, args=(app.test_client(),))
+    thread.start()
+    assert entered.wait(30)
+    return entered, release, thread
+
+
+def _two_pg_apps(study_dir, pg_url, **config) -> list:
+    return [create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
+                        "DATABASE_URL": pg_url, "PAIR_COUNTS_TTL_S": 3600,
+                        "START_RATE": (1, 0), **config}) for _ in range(2)]
+
+
+@pytest.mark.postgres
+def test_a_stale_full_count_is_read_before_the_study_lock_and_misses_no_one(
+        study_dir, pg_url, monkeypatch):
+    """Process A's counts are stale while process B holds the study lock with a new person
+    not yet committed: A reads the full count without waiting, up to the newest committed
+    person, then waits for the lock and adds B's person with the incremental read."""
+    import survey_app.participant as participant
+
+    a, b = _two_pg_apps(study_dir, pg_url)
+    st = a.extensions["survey"]
+    window = a.config["ACTIVE_WINDOW_S"]
+    try:
+        for app in (a, b, a):
+            _start(app.test_client())
+        _, release, held = _hold_next_start(b)
+        reads = []  # A's count reads from here on
+        monkeypatch.setattr(participant, "count_params", lambda sid, w, after, upto=2**31 - 1: (
+            reads.append((after, upto)) or count_params(sid, w, after, upto)))
+        with st.db.engine.connect() as conn:
+            committed = conn.execute(text("SELECT max(id) FROM participant")).scalar()
+        cache = st.pair_counts
+        cache.ttl_s = 0  # stale: the next start reads in full
+        waiting = threading.Thread(target=_start, args=(a.test_client(),))
+        waiting.start()
+        for _ in range(100):  # A got to the lock and waits there
+            with st.db.engine.connect() as conn:  # (the view is a snapshot per transaction)
+                if conn.execute(text("SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE wait_event_type = 'Lock'")).scalar():
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the second start never waited for the study lock")
+        # The full count up to the newest committed person (B's is not), read before the
+        # lock; then the people after it, under the lock (sent, waiting for it).
+        assert reads == [(0, committed), (committed, 2**31 - 1)]
+        release.set()
+        held.join()
+        waiting.join()
+        cache.ttl_s = 3600
+        used, upto = cache.base()
+        with st.db.engine.connect() as conn:
+            ids = conn.execute(text("SELECT id FROM participant ORDER BY id")).scalars().all()
+            everyone = pair_counts(conn, st.study_id, window)
+            mine = pair_counts(conn, st.study_id, window, after=ids[-1] - 1)
+        assert len(ids) == 5 and upto == ids[-2] == committed + 1  # B's person, then A's
+        for pair in everyone:
+            assert used.get(pair, 0) + mine.get(pair, 0) == everyone[pair]
+    finally:
+        for app in (a, b):
+            app.extensions["survey"].db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_start_waits_for_the_study_lock_only_so_long(study_dir, pg_url, caplog):
+    """A new session held up by another process that keeps the study lock: 503 after
+    START_LOCK_TIMEOUT_S, nothing written; the next start after the lock is free works."""
+    a, b = _two_pg_apps(study_dir, pg_url, START_LOCK_TIMEOUT_S=0.3)
+    st = a.extensions["survey"]
+    try:
+        _, release, held = _hold_next_start(b)
+        client = a.test_client()
+        token = _csrf(client.get("/").text)
+        t0 = time.monotonic()
+        r = client.post("/start", data={"csrf_token": token, "consent": "yes"})
+        assert r.status_code == 503 and "held up" in r.text
+        assert time.monotonic() - t0 < 5
+        assert "study lock" in caplog.text
+        release.set()
+        held.join()
+        _start(a.test_client())
+        with st.db.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM participant")).scalar() == 2
+    finally:
+        for app in (a, b):
+            app.extensions["survey"].db.dispose()
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("last", [False, True])
