@@ -477,10 +477,21 @@ def _call(fn: Callable[[Connection], object], conn: Connection) -> object:
 
 
 def _writes(stmt: Executable) -> bool:
-    """Whether ``stmt`` is an INSERT, UPDATE or DELETE (Core, or text starting with one)."""
+    """Whether ``stmt`` may write: a Core INSERT, UPDATE or DELETE, or any text that is not
+    a plain SELECT (a ``WITH`` may hold an INSERT; when unsure, say it writes: a batch whose
+    job fails after a write runs again, which is only slower)."""
     if isinstance(stmt, TextClause):
-        return stmt.text.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE")
+        return _leading_word(stmt.text) != "SELECT"
     return bool(getattr(stmt, "is_dml", False))
+
+
+def _leading_word(sql: str) -> str:
+    """The first SQL keyword of ``sql``, after whitespace and comments, upper case."""
+    sql = sql.lstrip()
+    while sql.startswith(("--", "/*")):
+        end = sql.find("\n") if sql.startswith("--") else sql.find("*/")
+        sql = "" if end < 0 else sql[end + (1 if sql.startswith("--") else 2):].lstrip()
+    return sql[:6].upper()
 
 
 def _discard(conn: Connection | None) -> None:

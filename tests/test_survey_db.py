@@ -423,3 +423,9 @@ def test_statements_know_whether_they_write(db):
     assert Prepared(rows.insert(), db.engine, columns=["who", "n"]).writes
     assert Prepared(update(rows).values(n=bindparam("m")), db.engine).writes
     assert not Prepared(select(rows.c.id), db.engine).writes
+    assert not Prepared(text(" -- the count\n/* of rows */ select count(*) from rows"),
+                        db.engine).writes
+    assert Prepared(text("WITH x AS (INSERT INTO rows (who, n) VALUES ('a', 1) RETURNING id) "
+                         "SELECT id FROM x"), db.engine).writes
+    assert Prepared(text("/* note */ update rows set n = 2"), db.engine).writes
+    assert Prepared(text("-- only a comment"), db.engine).writes  # unsure: writes
