@@ -54,7 +54,7 @@ from bench.errors import UserError
 
 from .admin import admin_bp, export_bp, unauthorised
 from .assign import plan_trials
-from .db import Database, default_db_url, open_database
+from .db import Database, default_db_url, open_database, shown_url
 from .images import equal_size_plan, token_key
 from .participant import participant_bp
 from .platforms import RETURN_URL_RE, check_codes
@@ -225,6 +225,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         upgrade_hint=f"hrbench survey db upgrade {spec.folder}{db_flag}",
     )
     study_id = sync_study(db, spec)
+    start_sql = None
+    if db.engine.dialect.name == "postgresql":
+        start_sql = StartStatements(db.engine)
+        try:
+            with db.engine.connect() as conn:
+                start_sql.check(conn)
+        except ValueError as exc:
+            db.dispose()
+            raise UserError(f"--db {shown_url(url)}: {exc}") from None
 
     compare, validation = _pair_refs(db, study_id)
     items = _item_table(db, spec, study_id)
@@ -251,7 +260,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         compare_pairs=compare,
         validation_pairs=validation,
         answer_sql=AnswerStatements(db.engine),
-        start_sql=StartStatements(db.engine) if db.engine.dialect.name == "postgresql" else None,
+        start_sql=start_sql,
         pair_counts=PairCounts(float(app.config["PAIR_COUNTS_TTL_S"])),
         token_key=token_key(secret),
         images={item_id: images[item["path"]] for item_id, item in items.items()},

@@ -260,10 +260,25 @@ class StartStatements:
         self.insert_participant = Prepared(_part.insert(), engine, columns=_PARTICIPANT_COLUMNS)
         self.insert_trials = Prepared(_INSERT_TRIALS, engine)
 
+    def check(self, conn: Connection) -> None:
+        """``ValueError`` unless the participant id sequence hands out ids one at a time
+        (``CACHE 1``, PostgreSQL's default): with a cache, each connection takes ids in
+        blocks, so a committed id no longer means that every lower one is settled, which
+        the counts of new schedules rely on (see the class)."""
+        cache = conn.execute(_ID_CACHE).scalar()
+        if cache != 1:
+            raise ValueError(
+                f"the participant id sequence has CACHE {cache}; new schedules need CACHE 1 "
+                "(run `ALTER SEQUENCE participant_id_seq CACHE 1` in this database)")
+
     @staticmethod
     def trial_columns(rows: list[dict]) -> dict[str, list]:
         """:attr:`insert_trials`'s parameters: one list per column."""
         return {c: [r[c] for r in rows] for c in _TRIAL_COLUMNS}
+
+
+_ID_CACHE = text("SELECT seqcache FROM pg_sequence "
+                 "WHERE seqrelid = pg_get_serial_sequence('participant', 'id')::regclass")
 
 
 # A schedule's trials in one statement, a PostgreSQL array per column: a statement per

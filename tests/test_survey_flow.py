@@ -447,6 +447,23 @@ def test_a_start_waits_for_the_study_lock_only_so_long(study_dir, pg_url, caplog
         for app in (a, b):
             app.extensions["survey"].db.dispose()
 
+
+@pytest.mark.postgres
+def test_serving_refuses_an_id_sequence_that_hands_out_ids_in_blocks(study_dir, pg_url):
+    """New schedules' counts rely on ids handed out one at a time (CACHE 1): a database
+    whose sequence caches ids is refused with one line naming the fix."""
+    config = {"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40, "DATABASE_URL": pg_url}
+    create_app(config).extensions["survey"].db.dispose()  # makes the schema
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER SEQUENCE participant_id_seq CACHE 20"))
+    with pytest.raises(UserError, match=r"CACHE 20; .*ALTER SEQUENCE participant_id_seq CACHE 1"):
+        create_app(config)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER SEQUENCE participant_id_seq CACHE 1"))
+    engine.dispose()
+    create_app(config).extensions["survey"].db.dispose()
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("last", [False, True])
 def test_a_withdrawal_committed_after_an_answers_look_up_wins(study_dir, pg_url, last):
