@@ -178,6 +178,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(DEFAULTS)
     app.config.update(cfg)
     app.config["STUDY_DIR"] = str(spec.folder)
+    try:
+        lock_wait = float(app.config["START_LOCK_TIMEOUT_S"])
+    except (TypeError, ValueError):
+        lock_wait = float("nan")
+    if not 0 < lock_wait <= 86400:
+        raise UserError(f"START_LOCK_TIMEOUT_S: {app.config['START_LOCK_TIMEOUT_S']!r}; use "
+                        "seconds, more than 0 and at most 86400")
     proxies = int(app.config.get("PROXIES") or 0)
     if proxies < 0:
         raise UserError("--proxies: must be 0 or more")

@@ -86,11 +86,16 @@ def make_engine(url: str, *, synchronous: str = "FULL", pool_size: int = 16) -> 
         # The pre-ping (one round trip per checkout: page reads) replaces connections that a
         # database restart broke before a request uses them. Writes do not check out: the
         # group-commit writer keeps one connection and replaces it when a batch fails.
-        connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+        pg = url.startswith("postgresql")
+        connect_args = {"connect_timeout": 10} if pg else {}
+        # READ COMMITTED whatever the server's default: the writes rely on each statement
+        # seeing what committed before it (the answers' guarded updates, the counts of new
+        # schedules under the study lock); an export asks for its own snapshot.
+        isolation = {"isolation_level": "READ COMMITTED"} if pg else {}
         # LIFO: the same few connections serve most requests, so the statements psycopg has
         # prepared on them get reused instead of being prepared again on every connection.
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                             pool_use_lifo=True, connect_args=connect_args)
+                             pool_use_lifo=True, connect_args=connect_args, **isolation)
     if url.startswith("sqlite:///") and url not in ("sqlite:///", "sqlite:///:memory:"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
@@ -481,17 +486,34 @@ def _writes(stmt: Executable) -> bool:
     a plain SELECT (a ``WITH`` may hold an INSERT; when unsure, say it writes: a batch whose
     job fails after a write runs again, which is only slower)."""
     if isinstance(stmt, TextClause):
-        return _leading_word(stmt.text) != "SELECT"
+        # SELECT … INTO makes a table; a second statement after ";" may write.
+        return _leading_word(stmt.text) != "SELECT" or ";" in stmt.text \
+            or " INTO " in stmt.text.upper()
     return bool(getattr(stmt, "is_dml", False))
 
 
 def _leading_word(sql: str) -> str:
-    """The first SQL keyword of ``sql``, after whitespace and comments, upper case."""
-    sql = sql.lstrip()
-    while sql.startswith(("--", "/*")):
-        end = sql.find("\n") if sql.startswith("--") else sql.find("*/")
-        sql = "" if end < 0 else sql[end + (1 if sql.startswith("--") else 2):].lstrip()
-    return sql[:6].upper()
+    """The first SQL keyword of ``sql``, after whitespace and comments (nested ``/* */``
+    included, as PostgreSQL reads them), upper case; "" when there is none."""
+    i, n = 0, len(sql)
+    while i < n:
+        if sql[i].isspace():
+            i += 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            break
+    return sql[i:i + 6].upper()
 
 
 def _discard(conn: Connection | None) -> None:

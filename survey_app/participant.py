@@ -237,7 +237,7 @@ def start():
     if not st.spec.allow_phone and vw and vh and (vw < min_w or vh < min_h):
         return _screen_out(ids, vw, vh, dpr, ua)
     window = float(current_app.config["ACTIVE_WINDOW_S"])
-    lock_timeout_s = float(current_app.config["START_LOCK_TIMEOUT_S"])
+    lock_timeout_s = float(current_app.config["START_LOCK_TIMEOUT_S"])  # checked: create_app
     lock_timeout_ms = str(max(1, round(lock_timeout_s * 1000)))
     code = outcome_code(st.codes, "completed")
     now = utcnow()
@@ -302,14 +302,16 @@ def start():
         (That needs the id sequence's default ``CACHE 1``.)
         """
         sql = st.start_sql
+        # In the first round trip: it bounds every wait of the transaction for a lock.
+        timeout = ((sql.lock_timeout, {"ms": lock_timeout_ms}),)
         counts, upto = st.pair_counts.base()
         full = upto == 0
         if full:
-            (upto,) = yield Ask.first(sql.newest, {"sid": st.study_id})
+            _, ((upto,),) = yield Ask.rows(*timeout, (sql.newest, {"sid": st.study_id}))
             (rows,) = yield Ask.rows((sql.counts, count_params(st.study_id, window, 0, upto)))
-            counts = dict(rows)
-        _, _, new, ((pid,),) = yield Ask.rows(
-            (sql.lock_timeout, {"ms": lock_timeout_ms}),
+            counts, timeout = dict(rows), ()
+        *_, new, ((pid,),) = yield Ask.rows(
+            *timeout,
             (sql.lock, {"sid": st.study_id}),
             (sql.counts, count_params(st.study_id, window, upto)),
             (sql.next_id, {}),
@@ -331,10 +333,12 @@ def start():
     except IntegrityError:
         return _already_taken_part()  # a concurrent start with the same id won
     except OperationalError as exc:
-        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+        orig = exc.orig  # psycopg names the error's code sqlstate, psycopg2 pgcode
+        if (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) != LOCK_NOT_AVAILABLE:
             raise
-        log.error("a new session waited %s s for the study lock (START_LOCK_TIMEOUT_S): "
-                  "another server process holds it and does not finish", lock_timeout_s)
+        log.error("a new session waited %s s for a lock (START_LOCK_TIMEOUT_S), most likely "
+                  "the study's: another server process holds it and does not finish",
+                  lock_timeout_s)
         abort(503, description="new sessions are held up on the server; try again in a moment")
     _start_session(pid)
     return redirect(url_for(".trial"), code=303)

@@ -121,12 +121,15 @@ class PairCounts:
       hands the sum back with :meth:`update`.
     """
 
+    REFRESH_S = 10.0  # base: how long a full read told to one caller may take
+
     def __init__(self, ttl_s: float):
         self.ttl_s = float(ttl_s)
         self._lock = threading.Lock()
         self._counts: dict[int, int] | None = None
         self._read_at = 0.0
         self._upto = 0  # base/update: the counts are those of the people with id <= this
+        self._refresh_at = float("-inf")  # base: when a caller was last told to read in full
 
     def _stale(self) -> bool:
         return self._counts is None or time.monotonic() - self._read_at >= self.ttl_s
@@ -148,11 +151,20 @@ class PairCounts:
     def base(self) -> tuple[dict[int, int], int]:
         """``(counts, upto)``: the counts of the people with an id up to ``upto``, to which
         those of the people after it are to be added; ``({}, 0)`` when stale (read them in
-        full first, see ``StartStatements``)."""
+        full first, see ``StartStatements``).
+
+        Stale, one caller at a time is told to read in full (for up to ``REFRESH_S``, in
+        case it fails); the others meanwhile get the old counts, which plus the people
+        after them are exact but for what lowers a count."""
         with self._lock:
-            if self._stale():
-                return {}, 0
-            return dict(self._counts), self._upto
+            if not self._stale():
+                return dict(self._counts), self._upto
+            now = time.monotonic()
+            if self.ttl_s > 0 and self._counts is not None \
+                    and now - self._refresh_at < self.REFRESH_S:
+                return dict(self._counts), self._upto
+            self._refresh_at = now
+            return {}, 0
 
     def update(self, counts: dict[int, int], upto: int, full: bool) -> None:
         """Keep ``counts``, those of every person with an id up to ``upto`` (read under the
@@ -161,7 +173,7 @@ class PairCounts:
             if full or self._counts is None or upto > self._upto:
                 self._counts, self._upto = dict(counts), upto
                 if full:
-                    self._read_at = time.monotonic()
+                    self._read_at, self._refresh_at = time.monotonic(), float("-inf")
 
 
 _CURRENT = (
@@ -266,6 +278,9 @@ class StartStatements:
         blocks, so a committed id no longer means that every lower one is settled, which
         the counts of new schedules rely on (see the class)."""
         cache = conn.execute(_ID_CACHE).scalar()
+        if cache is None:
+            raise ValueError("participant.id has no id sequence; the schema is not this "
+                             "version's (hrbench survey db upgrade)")
         if cache != 1:
             raise ValueError(
                 f"the participant id sequence has CACHE {cache}; new schedules need CACHE 1 "

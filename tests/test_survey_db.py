@@ -429,3 +429,8 @@ def test_statements_know_whether_they_write(db):
                          "SELECT id FROM x"), db.engine).writes
     assert Prepared(text("/* note */ update rows set n = 2"), db.engine).writes
     assert Prepared(text("-- only a comment"), db.engine).writes  # unsure: writes
+    assert Prepared(text("/*/ SELECT */ INSERT INTO rows (who, n) VALUES ('b', 2)"),
+                    db.engine).writes
+    assert Prepared(text("/* /* */ SELECT */ DELETE FROM rows"), db.engine).writes
+    assert Prepared(text("SELECT 1; DELETE FROM rows"), db.engine).writes
+    assert Prepared(text("SELECT * INTO copy FROM rows"), db.engine).writes

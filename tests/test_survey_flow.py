@@ -9,7 +9,7 @@ import time
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from survey_helpers import item_ids, make_fake_run
 
 from bench.cli import main as cli_main
@@ -365,6 +365,13 @@ def _hold_next_start(app) -> tuple[threading.Event, threading.Event, threading.T
     return entered, release, thread
 
 
+def _let_go(release, held) -> None:
+    """End a held start (after a failed assertion too), so teardown finds no open work."""
+    if release is not None:
+        release.set()
+        held.join(30)
+
+
 def _two_pg_apps(study_dir, pg_url, **config) -> list:
     return [create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
                         "DATABASE_URL": pg_url, "PAIR_COUNTS_TTL_S": 3600,
@@ -372,16 +379,24 @@ def _two_pg_apps(study_dir, pg_url, **config) -> list:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("server_default", ["read committed", "repeatable read"])
 def test_a_stale_full_count_is_read_before_the_study_lock_and_misses_no_one(
-        study_dir, pg_url, monkeypatch):
+        study_dir, pg_url, monkeypatch, server_default):
     """Process A's counts are stale while process B holds the study lock with a new person
     not yet committed: A reads the full count without waiting, up to the newest committed
-    person, then waits for the lock and adds B's person with the incremental read."""
+    person, then waits for the lock and adds B's person with the incremental read (which
+    must see B's commit: READ COMMITTED, whatever the database's default)."""
     import survey_app.participant as participant
 
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"ALTER DATABASE {make_url(pg_url).database} "
+                          f"SET default_transaction_isolation = '{server_default}'"))
+    admin.dispose()
     a, b = _two_pg_apps(study_dir, pg_url)
     st = a.extensions["survey"]
     window = a.config["ACTIVE_WINDOW_S"]
+    release = None
     try:
         for app in (a, b, a):
             _start(app.test_client())
@@ -397,8 +412,9 @@ def test_a_stale_full_count_is_read_before_the_study_lock_and_misses_no_one(
         waiting.start()
         for _ in range(100):  # A got to the lock and waits there
             with st.db.engine.connect() as conn:  # (the view is a snapshot per transaction)
-                if conn.execute(text("SELECT count(*) FROM pg_stat_activity "
-                                     "WHERE wait_event_type = 'Lock'")).scalar():
+                if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE "
+                                     "wait_event_type = 'Lock' AND datname = current_database() "
+                                     "AND query LIKE '%FOR NO KEY UPDATE%'")).scalar():
                     break
             time.sleep(0.05)
         else:
@@ -418,9 +434,19 @@ def test_a_stale_full_count_is_read_before_the_study_lock_and_misses_no_one(
         assert len(ids) == 5 and upto == ids[-2] == committed + 1  # B's person, then A's
         for pair in everyone:
             assert used.get(pair, 0) + mine.get(pair, 0) == everyone[pair]
+        with st.db._write_engine.connect() as conn:  # the start's connection, back in the pool
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"  # not kept
     finally:
+        _let_go(release, held if release else None)
         for app in (a, b):
             app.extensions["survey"].db.dispose()
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), "soon", 10**6])
+def test_a_bad_start_lock_timeout_is_refused(study_dir, tmp_path, bad):
+    with pytest.raises(UserError, match="START_LOCK_TIMEOUT_S"):
+        create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
+                    "DATABASE_URL": f"sqlite:///{tmp_path / 'v.db'}", "START_LOCK_TIMEOUT_S": bad})
 
 
 @pytest.mark.postgres
@@ -429,6 +455,7 @@ def test_a_start_waits_for_the_study_lock_only_so_long(study_dir, pg_url, caplog
     START_LOCK_TIMEOUT_S, nothing written; the next start after the lock is free works."""
     a, b = _two_pg_apps(study_dir, pg_url, START_LOCK_TIMEOUT_S=0.3)
     st = a.extensions["survey"]
+    release = None
     try:
         _, release, held = _hold_next_start(b)
         client = a.test_client()
@@ -437,13 +464,14 @@ def test_a_start_waits_for_the_study_lock_only_so_long(study_dir, pg_url, caplog
         r = client.post("/start", data={"csrf_token": token, "consent": "yes"})
         assert r.status_code == 503 and "held up" in r.text
         assert time.monotonic() - t0 < 5
-        assert "study lock" in caplog.text
+        assert "START_LOCK_TIMEOUT_S" in caplog.text
         release.set()
         held.join()
         _start(a.test_client())
         with st.db.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM participant")).scalar() == 2
     finally:
+        _let_go(release, held if release else None)
         for app in (a, b):
             app.extensions["survey"].db.dispose()
 

@@ -142,6 +142,33 @@ def test_pair_counts_reuse_and_local_additions():
     assert always.snapshot(read) == {1: 5, 2: 3} and len(reads) == 3
 
 
+def test_stale_pair_counts_are_read_in_full_by_one_start_at_a_time(monkeypatch):
+    """PostgreSQL starts (base/update): when stale, one start is told to read in full;
+    the others meanwhile build on the old counts; the next staleness asks again, and a
+    full read that never came back is handed to another start after REFRESH_S."""
+    clock = [1000.0]
+    monkeypatch.setattr("survey_app.queries.time.monotonic", lambda: clock[0])
+    pc = PairCounts(ttl_s=2)
+    assert pc.base() == ({}, 0) and pc.base() == ({}, 0)  # nothing kept yet: all read
+    pc.update({1: 4}, 10, full=True)
+    assert pc.base() == ({1: 4}, 10)
+    pc.update({1: 5}, 11, full=False)  # a start that added person 11
+    clock[0] += 2
+    assert pc.base() == ({}, 0)  # stale: this start reads in full
+    assert pc.base() == ({1: 5}, 11)  # meanwhile the others add to the old counts
+    pc.update({1: 7}, 12, full=True)
+    assert pc.base() == ({1: 7}, 12)
+    clock[0] += 2
+    assert pc.base() == ({}, 0)  # stale again: asked again
+    clock[0] += PairCounts.REFRESH_S - 0.1
+    assert pc.base() == ({1: 7}, 12)
+    clock[0] += 0.2
+    assert pc.base() == ({}, 0)  # the full read never came back: another start reads
+    always = PairCounts(ttl_s=0)
+    always.update({1: 1}, 3, full=True)
+    assert always.base() == ({}, 0) and always.base() == ({}, 0)
+
+
 def test_cached_session_serializer_follows_the_key():
     app = Flask("t")
     app.secret_key = "first-secret-key-0123456789abcdef"
