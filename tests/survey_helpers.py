@@ -289,10 +289,16 @@ def rendered(app):
 
 def study_app(study: Path, db: Path, **config):
     """``create_app`` for ``study`` with a test secret and admin token and ``db`` (SQLite)."""
+    return db_app(study, f"sqlite:///{db}", **config)
+
+
+def db_app(study: Path, url: str, **config):
+    """``create_app`` for ``study`` with a test secret and admin token on the database at
+    ``url`` (any kind)."""
     from survey_app import create_app
 
     return create_app({"STUDY_DIR": str(study), "SECRET_KEY": "k" * 40,
-                       "ADMIN_TOKEN": ADMIN_TOKEN, "DATABASE_URL": f"sqlite:///{db}", **config})
+                       "ADMIN_TOKEN": ADMIN_TOKEN, "DATABASE_URL": url, **config})
 
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"

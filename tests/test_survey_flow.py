@@ -6,17 +6,18 @@ import io
 import re
 import threading
 import time
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
 from sqlalchemy import create_engine, make_url, text
-from survey_helpers import item_ids, make_fake_run
+from survey_helpers import db_app, item_ids, make_fake_run, study_app
 
 from bench.cli import main as cli_main
 from bench.errors import UserError
 from survey_app import create_app
 from survey_app.export import COLUMNS, export_votes
-from survey_app.queries import count_params, pair_counts
+from survey_app.queries import MAX_ID, count_params, pair_counts
 from survey_app.study import create_study
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -307,45 +308,11 @@ def test_balanced_assignment_over_participants(app):
     assert not firsts.groupby(["participant", "pair"]).size().gt(1).any()
 
 
-@pytest.mark.postgres
-def test_new_schedules_count_every_process_schedules(study_dir, pg_url):
-    """Two apps on one PostgreSQL database, as two server processes, counts kept between
-    full reads: each new schedule is planned from counts equal to a full count of every
-    schedule committed before it, whichever process planned it."""
-    apps = [create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
-                        "DATABASE_URL": pg_url, "PAIR_COUNTS_TTL_S": 3600,
-                        "START_RATE": (1, 0)}) for _ in range(2)]
-    st = apps[0].extensions["survey"]
-    window = apps[0].config["ACTIVE_WINDOW_S"]
-    try:
-        reads = []
-        for i, app in enumerate([apps[0], apps[1], apps[1], apps[0], apps[1], apps[0]]):
-            cache = app.extensions["survey"].pair_counts
-            client = app.test_client()
-            token = _start(client)
-            if i == 2:  # answers move schedules from open to answered: counts unchanged
-                _answer_all(app, client, token, honest=True)
-            used, upto = cache.base()  # what this start planned from, and up to which id
-            with st.db.engine.connect() as conn:
-                newest = conn.execute(text("SELECT max(id) FROM participant")).scalar()
-                everyone = pair_counts(conn, st.study_id, window)
-                mine = pair_counts(conn, st.study_id, window, after=newest - 1)
-            assert upto == newest - 1
-            assert sum(everyone.values()) > sum(used.values()) > 0 or i == 0
-            for pair in everyone:  # used + the new person's = every committed schedule
-                assert used.get(pair, 0) + mine.get(pair, 0) == everyone[pair]
-            reads.append(sum(used.values()))
-        assert reads == sorted(reads) and len(set(reads)) == len(reads)
-    finally:
-        for app in apps:
-            app.extensions["survey"].db.dispose()
-
-
-
-
-def _hold_next_start(app) -> tuple[threading.Event, threading.Event, threading.Thread]:
+@contextmanager
+def _next_start_held(app):
     """Start a person on ``app`` in a thread whose transaction stops before its commit,
-    holding the study lock with the person inserted: (entered, release, thread)."""
+    holding the study lock with the person inserted; yields (release, thread). On leaving,
+    the start is let go (after a failed assertion too, so teardown finds no open work)."""
     db = app.extensions["survey"].db
     entered, release = threading.Event(), threading.Event()
     run_write = db.run_write
@@ -361,21 +328,56 @@ def _hold_next_start(app) -> tuple[threading.Event, threading.Event, threading.T
     db.run_write = held
     thread = threading.Thread(target=_start, args=(app.test_client(),))
     thread.start()
-    assert entered.wait(30)
-    return entered, release, thread
-
-
-def _let_go(release, held) -> None:
-    """End a held start (after a failed assertion too), so teardown finds no open work."""
-    if release is not None:
+    try:
+        assert entered.wait(30)
+        yield release, thread
+    finally:
         release.set()
-        held.join(30)
+        thread.join(30)
 
 
 def _two_pg_apps(study_dir, pg_url, **config) -> list:
-    return [create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
-                        "DATABASE_URL": pg_url, "PAIR_COUNTS_TTL_S": 3600,
-                        "START_RATE": (1, 0), **config}) for _ in range(2)]
+    """Two apps on one database, as two server processes, counts kept between full reads."""
+    return [db_app(study_dir, pg_url, PAIR_COUNTS_TTL_S=3600, START_RATE=(1, 0), **config)
+            for _ in range(2)]
+
+
+def _planned_from_everyone(app, used: dict) -> tuple[list, dict]:
+    """Check that ``used`` (the counts the newest person's schedule was planned from) plus
+    that person's schedule are a full count of every committed schedule; (ids, full count)."""
+    st, window = app.extensions["survey"], app.config["ACTIVE_WINDOW_S"]
+    with st.db.engine.connect() as conn:
+        ids = conn.execute(text("SELECT id FROM participant ORDER BY id")).scalars().all()
+        everyone = pair_counts(conn, st.study_id, window)
+        mine = pair_counts(conn, st.study_id, window, after=ids[-1] - 1)
+    for pair in everyone:
+        assert used.get(pair, 0) + mine.get(pair, 0) == everyone[pair]
+    return ids, everyone
+
+
+@pytest.mark.postgres
+def test_new_schedules_count_every_process_schedules(study_dir, pg_url):
+    """Two apps on one PostgreSQL database, as two server processes, counts kept between
+    full reads: each new schedule is planned from counts equal to a full count of every
+    schedule committed before it, whichever process planned it."""
+    apps = _two_pg_apps(study_dir, pg_url)
+    try:
+        reads = []
+        for i, app in enumerate([apps[0], apps[1], apps[1], apps[0], apps[1], apps[0]]):
+            cache = app.extensions["survey"].pair_counts
+            client = app.test_client()
+            token = _start(client)
+            if i == 2:  # answers move schedules from open to answered: counts unchanged
+                _answer_all(app, client, token, honest=True)
+            used, upto = cache.base()  # what this start planned from, and up to which id
+            ids, everyone = _planned_from_everyone(app, used)
+            assert upto == ids[-1] - 1
+            assert sum(everyone.values()) > sum(used.values()) > 0 or i == 0
+            reads.append(sum(used.values()))
+        assert reads == sorted(reads) and len(set(reads)) == len(reads)
+    finally:
+        for app in apps:
+            app.extensions["survey"].db.dispose()
 
 
 @pytest.mark.postgres
@@ -395,49 +397,42 @@ def test_a_stale_full_count_is_read_before_the_study_lock_and_misses_no_one(
     admin.dispose()
     a, b = _two_pg_apps(study_dir, pg_url)
     st = a.extensions["survey"]
-    window = a.config["ACTIVE_WINDOW_S"]
-    release = None
     try:
         for app in (a, b, a):
             _start(app.test_client())
-        _, release, held = _hold_next_start(b)
-        reads = []  # A's count reads from here on
-        monkeypatch.setattr(participant, "count_params", lambda sid, w, after, upto=2**31 - 1: (
-            reads.append((after, upto)) or count_params(sid, w, after, upto)))
-        with st.db.engine.connect() as conn:
-            committed = conn.execute(text("SELECT max(id) FROM participant")).scalar()
-        cache = st.pair_counts
-        cache.ttl_s = 0  # stale: the next start reads in full
-        waiting = threading.Thread(target=_start, args=(a.test_client(),))
-        waiting.start()
-        for _ in range(100):  # A got to the lock and waits there
-            with st.db.engine.connect() as conn:  # (the view is a snapshot per transaction)
-                if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE "
-                                     "wait_event_type = 'Lock' AND datname = current_database() "
-                                     "AND query LIKE '%FOR NO KEY UPDATE%'")).scalar():
-                    break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the second start never waited for the study lock")
-        # The full count up to the newest committed person (B's is not), read before the
-        # lock; then the people after it, under the lock (sent, waiting for it).
-        assert reads == [(0, committed), (committed, 2**31 - 1)]
-        release.set()
-        held.join()
+        with _next_start_held(b) as (release, held):
+            reads = []  # A's count reads from here on
+            monkeypatch.setattr(participant, "count_params", lambda sid, w, after, upto=MAX_ID: (
+                reads.append((after, upto)) or count_params(sid, w, after, upto)))
+            with st.db.engine.connect() as conn:
+                committed = conn.execute(text("SELECT max(id) FROM participant")).scalar()
+            cache = st.pair_counts
+            cache.ttl_s = 0  # stale: the next start reads in full
+            waiting = threading.Thread(target=_start, args=(a.test_client(),))
+            waiting.start()
+            for _ in range(100):  # A got to the lock and waits there
+                with st.db.engine.connect() as conn:  # (the view is a snapshot per transaction)
+                    if conn.execute(text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                            "'Lock' AND datname = current_database() "
+                            "AND query LIKE '%FOR NO KEY UPDATE%'")).scalar():
+                        break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the second start never waited for the study lock")
+            # The full count up to the newest committed person (B's is not), read before the
+            # lock; then the people after it, under the lock (sent, waiting for it).
+            assert reads == [(0, committed), (committed, MAX_ID)]
+            release.set()
+            held.join()
         waiting.join()
         cache.ttl_s = 3600
         used, upto = cache.base()
-        with st.db.engine.connect() as conn:
-            ids = conn.execute(text("SELECT id FROM participant ORDER BY id")).scalars().all()
-            everyone = pair_counts(conn, st.study_id, window)
-            mine = pair_counts(conn, st.study_id, window, after=ids[-1] - 1)
+        ids, _ = _planned_from_everyone(a, used)
         assert len(ids) == 5 and upto == ids[-2] == committed + 1  # B's person, then A's
-        for pair in everyone:
-            assert used.get(pair, 0) + mine.get(pair, 0) == everyone[pair]
         with st.db._write_engine.connect() as conn:  # the start's connection, back in the pool
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"  # not kept
     finally:
-        _let_go(release, held if release else None)
         for app in (a, b):
             app.extensions["survey"].db.dispose()
 
@@ -445,8 +440,7 @@ def test_a_stale_full_count_is_read_before_the_study_lock_and_misses_no_one(
 @pytest.mark.parametrize("bad", [0, -1, float("inf"), "soon", 10**6])
 def test_a_bad_start_lock_timeout_is_refused(study_dir, tmp_path, bad):
     with pytest.raises(UserError, match="START_LOCK_TIMEOUT_S"):
-        create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
-                    "DATABASE_URL": f"sqlite:///{tmp_path / 'v.db'}", "START_LOCK_TIMEOUT_S": bad})
+        study_app(study_dir, tmp_path / "v.db", START_LOCK_TIMEOUT_S=bad)
 
 
 @pytest.mark.postgres
@@ -455,23 +449,21 @@ def test_a_start_waits_for_the_study_lock_only_so_long(study_dir, pg_url, caplog
     START_LOCK_TIMEOUT_S, nothing written; the next start after the lock is free works."""
     a, b = _two_pg_apps(study_dir, pg_url, START_LOCK_TIMEOUT_S=0.3)
     st = a.extensions["survey"]
-    release = None
     try:
-        _, release, held = _hold_next_start(b)
-        client = a.test_client()
-        token = _csrf(client.get("/").text)
-        t0 = time.monotonic()
-        r = client.post("/start", data={"csrf_token": token, "consent": "yes"})
-        assert r.status_code == 503 and "held up" in r.text
-        assert time.monotonic() - t0 < 5
-        assert "START_LOCK_TIMEOUT_S" in caplog.text
-        release.set()
-        held.join()
+        with _next_start_held(b) as (release, held):
+            client = a.test_client()
+            token = _csrf(client.get("/").text)
+            t0 = time.monotonic()
+            r = client.post("/start", data={"csrf_token": token, "consent": "yes"})
+            assert r.status_code == 503 and "held up" in r.text
+            assert time.monotonic() - t0 < 5
+            assert "START_LOCK_TIMEOUT_S" in caplog.text
+            release.set()
+            held.join()
         _start(a.test_client())
         with st.db.engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM participant")).scalar() == 2
     finally:
-        _let_go(release, held if release else None)
         for app in (a, b):
             app.extensions["survey"].db.dispose()
 
@@ -480,17 +472,17 @@ def test_a_start_waits_for_the_study_lock_only_so_long(study_dir, pg_url, caplog
 def test_serving_refuses_an_id_sequence_that_hands_out_ids_in_blocks(study_dir, pg_url):
     """New schedules' counts rely on ids handed out one at a time (CACHE 1): a database
     whose sequence caches ids is refused with one line naming the fix."""
-    config = {"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40, "DATABASE_URL": pg_url}
-    create_app(config).extensions["survey"].db.dispose()  # makes the schema
+    db_app(study_dir, pg_url).extensions["survey"].db.dispose()  # makes the schema
     engine = create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("ALTER SEQUENCE participant_id_seq CACHE 20"))
     with pytest.raises(UserError, match=r"CACHE 20; .*ALTER SEQUENCE participant_id_seq CACHE 1"):
-        create_app(config)
+        db_app(study_dir, pg_url)
     with engine.begin() as conn:
         conn.execute(text("ALTER SEQUENCE participant_id_seq CACHE 1"))
     engine.dispose()
-    create_app(config).extensions["survey"].db.dispose()
+    db_app(study_dir, pg_url).extensions["survey"].db.dispose()
+
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("last", [False, True])
@@ -498,8 +490,7 @@ def test_a_withdrawal_committed_after_an_answers_look_up_wins(study_dir, pg_url,
     """Another process withdraws the person between the answer's look-up and its write (on
     PostgreSQL nothing locks the person in between): the answer is refused with 409 and
     stores nothing, and on the last trial "returned" does not turn into "completed"."""
-    app = create_app({"STUDY_DIR": str(study_dir), "SECRET_KEY": "k" * 40,
-                      "DATABASE_URL": pg_url})
+    app = db_app(study_dir, pg_url)
     st = app.extensions["survey"]
     other = create_engine(pg_url)  # the other process's connection
     try:
@@ -534,6 +525,7 @@ def test_a_withdrawal_committed_after_an_answers_look_up_wins(study_dir, pg_url,
     finally:
         other.dispose()
         st.db.dispose()
+
 
 def test_cli_create_serve_args_and_export(tmp_path, monkeypatch):
     run = make_fake_run(tmp_path / "run", methods=("good", "flat"), images=("alpha", "beta"))
