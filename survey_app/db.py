@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -488,8 +489,11 @@ def _writes(stmt: Executable) -> bool:
     if isinstance(stmt, TextClause):
         # SELECT … INTO makes a table; a second statement after ";" may write.
         return _leading_word(stmt.text) != "SELECT" or ";" in stmt.text \
-            or " INTO " in stmt.text.upper()
+            or _INTO.search(stmt.text) is not None
     return bool(getattr(stmt, "is_dml", False))
+
+
+_INTO = re.compile(r"\bINTO\b", re.IGNORECASE)
 
 
 def _leading_word(sql: str) -> str:

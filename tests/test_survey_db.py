@@ -434,3 +434,4 @@ def test_statements_know_whether_they_write(db):
     assert Prepared(text("/* /* */ SELECT */ DELETE FROM rows"), db.engine).writes
     assert Prepared(text("SELECT 1; DELETE FROM rows"), db.engine).writes
     assert Prepared(text("SELECT * INTO copy FROM rows"), db.engine).writes
+    assert Prepared(text("SELECT *\n\tinto copy FROM rows"), db.engine).writes
