@@ -234,7 +234,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     study_id = sync_study(db, spec)
     start_sql = None
     if db.engine.dialect.name == "postgresql":
-        start_sql = StartStatements(db.engine)
+        start_sql = StartStatements(db.engine, lock_wait)
         try:
             with db.engine.connect() as conn:
                 start_sql.check(conn)

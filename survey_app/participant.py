@@ -237,8 +237,6 @@ def start():
     if not st.spec.allow_phone and vw and vh and (vw < min_w or vh < min_h):
         return _screen_out(ids, vw, vh, dpr, ua)
     window = float(current_app.config["ACTIVE_WINDOW_S"])
-    lock_timeout_s = float(current_app.config["START_LOCK_TIMEOUT_S"])  # checked: create_app
-    lock_timeout_ms = str(max(1, round(lock_timeout_s * 1000)))
     code = outcome_code(st.codes, "completed")
     now = utcnow()
 
@@ -303,7 +301,7 @@ def start():
         """
         sql = st.start_sql
         # In the first round trip: it bounds every wait of the transaction for a lock.
-        timeout = ((sql.lock_timeout, {"ms": lock_timeout_ms}),)
+        timeout = ((sql.lock_timeout, sql.lock_timeout_params),)
         counts, upto = st.pair_counts.base()
         full = upto == 0
         if full:
@@ -338,7 +336,7 @@ def start():
             raise
         log.error("a new session waited %s s for a lock (START_LOCK_TIMEOUT_S), most likely "
                   "the study's: another server process holds it and does not finish",
-                  lock_timeout_s)
+                  st.start_sql.lock_timeout_s)
         abort(503, description="new sessions are held up on the server; try again in a moment")
     _start_session(pid)
     return redirect(url_for(".trial"), code=303)

@@ -259,7 +259,9 @@ class StartStatements:
     holds up every other process's starts.
     """
 
-    def __init__(self, engine):
+    def __init__(self, engine, lock_timeout_s: float = 10.0):
+        self.lock_timeout_s = lock_timeout_s
+        self.lock_timeout_params = {"ms": str(max(1, round(lock_timeout_s * 1000)))}
         self.newest = Prepared(select(func.coalesce(func.max(_part.c.id), literal_column("0")))
                                .where(_part.c.study_id == bindparam("sid")), engine)
         # How long a start waits for the study lock (a holder that hangs): then 503.
