@@ -259,7 +259,7 @@ class StartStatements:
     holds up every other process's starts.
     """
 
-    def __init__(self, engine, lock_timeout_s: float = 10.0):
+    def __init__(self, engine, lock_timeout_s: float):
         self.lock_timeout_s = lock_timeout_s
         self.lock_timeout_params = {"ms": str(max(1, round(lock_timeout_s * 1000)))}
         self.newest = Prepared(select(func.coalesce(func.max(_part.c.id), literal_column("0")))
