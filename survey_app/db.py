@@ -450,73 +450,15 @@ def _send_together(raw, groups: list, commit: bool = False) -> list[list]:
     """Run each group's ``(Prepared, params)`` steps in one psycopg pipeline: one round trip
     for all of them (``commit``: and then COMMIT). Their cursors, group by group; a failing
     statement raises on leaving the pipeline, and the statements after it, the COMMIT
-    included, do not run.
-
-    Steps of a statement that has an array form (:attr:`Prepared.many`) and is asked for
-    more than once here go as that one statement, each step's rows picked out by its
-    ``ord``; the order of the statements is kept otherwise (a group's own steps, and the
-    groups, in order), so use it only for steps that do not depend on each other's writes.
-    """
-    uses: dict[Prepared, int] = {}
-    for steps in groups:
-        for p, _ in steps:
-            uses[p] = uses.get(p, 0) + 1
-    sends: list[tuple[Prepared, object]] = []  # what goes to the server: statement, params
-    many_at: dict[Prepared, int] = {}  # a step's statement -> where its array form is sent
-    where = []  # per group, per step: (index in sends, its ord in an array form or None)
-    for steps in groups:
-        mine = []
-        for p, params in steps:
-            if p.many is not None and uses[p] > 1:
-                if p not in many_at:
-                    many_at[p] = len(sends)
-                    sends.append((p.many, []))
-                rows = sends[many_at[p]][1]
-                rows.append(params)
-                mine.append((many_at[p], len(rows)))  # from 1, as WITH ORDINALITY counts
-            else:
-                mine.append((len(sends), None))
-                sends.append((p, params))
-        where.append(mine)
-    arrays = set(many_at.values())
+    included, do not run."""
     with raw.pipeline():
-        cursors = [raw.execute(p.sql, p._args(_columns(params) if i in arrays else params))
-                   for i, (p, params) in enumerate(sends)]
+        cursors = [[raw.execute(p.sql, p._args(params)) for p, params in steps]
+                   for steps in groups]
         if commit:
             # As a statement, not raw.commit(), which would sync the pipeline on its own:
             # the pipeline's one sync on leaving it brings every result back together.
             raw.execute("COMMIT")
-    picked = {i: _by_ord(cursors[i]) for i in arrays}
-    return [[cursors[i] if ord is None else picked[i].get(ord) or _Picked([], cursors[i])
-             for i, ord in mine] for mine in where]
-
-
-def _by_ord(cursor) -> dict[int, _Picked]:
-    """An array form's result rows, by their first column (``ord``), that column dropped."""
-    rows: dict[int, list] = {}
-    for row in cursor.fetchall():
-        rows.setdefault(row[0], []).append(row[1:])
-    return {ord: _Picked(r, cursor) for ord, r in rows.items()}
-
-
-def _columns(rows: list[dict]) -> dict[str, list]:
-    """An array form's parameters: one list per name, the steps' values in order."""
-    return {name: [r[name] for r in rows] for name in rows[0]}
-
-
-class _Picked:
-    """One step's rows of an array form's result (its ``ord`` column dropped), read like
-    the psycopg cursor the step would have had alone."""
-
-    def __init__(self, rows: list, cursor):
-        self._rows, self.rowcount = rows, len(rows)
-        self.description = cursor.description[1:] if cursor.description else None
-
-    def fetchone(self):
-        return self._rows[0] if self._rows else None
-
-    def fetchall(self) -> list:
-        return list(self._rows)
+        return cursors
 
 
 def _finish(out: object, conn: Connection) -> object:
@@ -604,15 +546,7 @@ class Prepared:
     ``columns``: for an INSERT, the columns given (one value each, by name).
     Results are plain tuples in select-list order; no result processing is applied, so
     select only integers, strings and booleans (SQLite returns booleans as 0/1).
-
-    :attr:`many`, when set (psycopg only), is the statement's array form, which a group
-    commit's round trip sends once instead of this statement once per job (see
-    ``_send_together``). It takes each parameter as an array, one element per step in
-    order, and returns, first in each row, the step's number ``ord`` from 1; a step's rows
-    are those with its number, and its row count is how many there are.
     """
-
-    many: Prepared | None = None
 
     def __init__(self, stmt: Executable, engine: Engine, columns: list[str] | None = None,
                  fast: bool = True):

@@ -13,14 +13,12 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from sqlalchemy import (
-    ARRAY,
     Boolean,
     Connection,
     DateTime,
     Integer,
     String,
     and_,
-    any_,
     bindparam,
     case,
     cast,
@@ -178,67 +176,50 @@ class PairCounts:
                     self._read_at, self._refresh_at = time.monotonic(), float("-inf")
 
 
-def _current(pid):
-    """The look-up of an answer: the person and their current trial (with its pair's correct
-    item, for validation trials), for the person ``pid`` (a parameter or a column)."""
-    return (
-        select(
-            _part.c.study_id, _part.c.next_index, _part.c.n_trials, _part.c.excluded,
-            _part.c.validation_failures, _part.c.outcome, _trial.c.id, _trial.c.pair_id,
-            _trial.c.left_item_id, _trial.c.right_item_id, _trial.c.kind,
-            _pair.c.correct_item_id,
-        )
-        .select_from(
-            _part.outerjoin(
-                _trial,
-                and_(_trial.c.participant_id == _part.c.id, _trial.c.index == _part.c.next_index),
-            ).outerjoin(_pair, _pair.c.id == _trial.c.pair_id)
-        )
-        .where(_part.c.id == pid)
+_CURRENT = (
+    select(
+        _part.c.study_id, _part.c.next_index, _part.c.n_trials, _part.c.excluded,
+        _part.c.validation_failures, _part.c.outcome, _trial.c.id, _trial.c.pair_id, _trial.c.left_item_id,
+        _trial.c.right_item_id, _trial.c.kind, _pair.c.correct_item_id,
     )
-
-
-_CURRENT = _current(bindparam("pid"))
+    .select_from(
+        _part.outerjoin(
+            _trial,
+            and_(_trial.c.participant_id == _part.c.id, _trial.c.index == _part.c.next_index),
+        ).outerjoin(_pair, _pair.c.id == _trial.c.pair_id)
+    )
+    .where(_part.c.id == bindparam("pid"))
+)
 _PREV_CHOICE = select(_vote.c.choice).where(
     _vote.c.participant_id == bindparam("pid"), _vote.c.trial_index == bindparam("idx")
 )
-# The answer's parameters besides the vote's columns, with their types.
-_ADVANCE_TYPES = {
-    "pid": Integer, "idx": Integer, "new_next": Integer, "now": DateTime, "fail_n": Integer,
-    "new_excluded": Boolean, "newly_excluded": Boolean, "reason": String, "done": Boolean,
-    "outcome": String, "set_code": Boolean, "code": String,
-}
-
-
-def _advance(value: Callable):
-    """Move the person past the answered trial; ``value(name)`` is the expression for one
-    of the answer's parameters (a bind parameter, or a column of the batch's input)."""
-    return (
-        update(_part)
-        # The guards make a lost race update nothing: another answer got in first, or
-        # (another process on PostgreSQL) the person withdrew after the answer's look-up,
-        # whose outcome "returned" must neither get a vote after it nor turn into "completed".
-        .where(_part.c.id == value("pid"), _part.c.next_index == value("idx"),
-               _part.c.outcome.is_(None))
-        .values(
-            next_index=value("new_next"),
-            last_seen_at=value("now"),
-            validation_failures=_part.c.validation_failures + value("fail_n"),
-            excluded=value("new_excluded"),
-            exclusion_reason=case(
-                (and_(value("newly_excluded"), _part.c.exclusion_reason.is_(None)),
-                 value("reason")),
-                else_=_part.c.exclusion_reason,
-            ),
-            finished_at=case((value("done"), value("now")), else_=_part.c.finished_at),
-            outcome=case((value("done"), value("outcome")), else_=_part.c.outcome),
-            completion_code=case((value("set_code"), value("code")),
-                                 else_=_part.c.completion_code),
-        )
+_ADVANCE = (
+    update(_part)
+    # The guards make a lost race update nothing: another answer got in first, or (another
+    # process on PostgreSQL) the person withdrew after the answer's look-up, whose outcome
+    # "returned" must neither get a vote after it nor turn into "completed".
+    .where(_part.c.id == bindparam("pid"), _part.c.next_index == bindparam("idx"),
+           _part.c.outcome.is_(None))
+    .values(
+        next_index=bindparam("new_next"),
+        last_seen_at=bindparam("now", type_=DateTime),
+        validation_failures=_part.c.validation_failures + bindparam("fail_n", type_=Integer),
+        excluded=bindparam("new_excluded"),
+        exclusion_reason=case(
+            (and_(bindparam("newly_excluded", type_=Boolean), _part.c.exclusion_reason.is_(None)),
+             bindparam("reason", type_=String)),
+            else_=_part.c.exclusion_reason,
+        ),
+        finished_at=case((bindparam("done", type_=Boolean), bindparam("now", type_=DateTime)),
+                         else_=_part.c.finished_at),
+        outcome=case((bindparam("done", type_=Boolean), bindparam("outcome", type_=String)),
+                     else_=_part.c.outcome),
+        completion_code=case(
+            (bindparam("set_code", type_=Boolean), bindparam("code", type_=String)),
+            else_=_part.c.completion_code,
+        ),
     )
-
-
-_ADVANCE = _advance(lambda name: bindparam(name, type_=_ADVANCE_TYPES[name]))
+)
 _VOTE_COLUMNS = [
     "participant_id", "trial_index", "trial_id", "pair_id", "left_item_id", "right_item_id",
     "choice", "chosen_item_id", "correct", "rt_ms_client", "rt_ms_server", "viewport_w",
@@ -341,44 +322,6 @@ _RECORD = insert(_vote).from_select(
 )
 
 
-# The same for a whole group commit, one statement each (PostgreSQL; see
-# ``survey_app.db.Prepared.many``): every answer of the batch is one row of arrays, the
-# parameters' columns, numbered by ``ord``. A statement per answer costs the writer about
-# 0.1 ms of CPU in psycopg and the database one execution each, and the writer gives up
-# the interpreter lock after each one it queues, then waits to get it back.
-def _unnest(types: dict, name: str) -> object:
-    """``unnest(:a, :b, …) WITH ORDINALITY AS name(a, b, …, ord)`` over array parameters."""
-    return func.unnest(*(cast(bindparam(n), ARRAY(t)) for n, t in types.items())) \
-        .table_valued(*types, with_ordinality="ord").render_derived(name)
-
-
-# The look-up per person, LIMIT 1 (an id is unique) keeping it a nested loop of index
-# look-ups: as a join, the generic plan of a prepared statement reads the whole trial table.
-_pids = _unnest({"pid": Integer}, "u")
-_one = _current(_pids.c.pid).limit(literal_column("1")).lateral("c")
-_CURRENT_MANY = select(_pids.c.ord, _one).select_from(_pids.join(_one, literal_column("true")))
-
-# The answers' advances and votes: an answer whose advance updated nothing (another answer
-# of that person got in first) inserts no vote. Two answers of one person in one batch:
-# the advance updates the row once, from one of them, and only that one's vote goes in.
-_input = select(_unnest({**{c: _vote.c[c].type for c in _VOTE_COLUMNS}, **_ADVANCE_TYPES},
-                        "a")).cte("i")
-_advanced_many = (
-    _advance(lambda name: _input.c[name])
-    # Also by the ids themselves: an index look-up of the batch's people, where the join
-    # alone plans, for a prepared statement, as a read of the whole participant table.
-    .where(_part.c.id == any_(cast(bindparam("pid"), ARRAY(Integer))))
-    .returning(_input.c.ord).cte("advanced")
-)
-_RECORD_MANY = select(_advanced_many.c.ord).add_cte(
-    insert(_vote).from_select(
-        _VOTE_COLUMNS,
-        select(*(_input.c[c] for c in _VOTE_COLUMNS))
-        .select_from(_input.join(_advanced_many, _advanced_many.c.ord == _input.c.ord)),
-    ).cte("voted")
-)
-
-
 class AnswerStatements:
     """The answer path's statements, prepared once for the app's engine."""
 
@@ -388,8 +331,6 @@ class AnswerStatements:
         self.one_statement = engine.dialect.name == "postgresql"
         if self.one_statement:
             self.record_both = Prepared(_RECORD, engine)
-            self.current.many = Prepared(_CURRENT_MANY, engine)
-            self.record_both.many = Prepared(_RECORD_MANY, engine)
         else:
             self.insert_vote = Prepared(_vote.insert().inline(), engine, columns=_VOTE_COLUMNS)
             self.advance = Prepared(_ADVANCE, engine)
