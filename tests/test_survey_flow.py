@@ -550,3 +550,68 @@ def test_cli_create_serve_args_and_export(tmp_path, monkeypatch):
     people = pd.read_csv(tmp_path / "p.csv")
     assert len(people) == 1 and people["outcome"].tolist() == ["completed"]
     assert people["answers"].tolist() == [3]
+
+
+@pytest.mark.postgres
+def test_answers_in_one_group_commit_each_get_their_own_outcome(study_dir, pg_url,
+                                                                 monkeypatch):
+    """Answers that wait for the writer together go to PostgreSQL in one batch, two round
+    trips, and each still gets its own outcome: plain answers stored, an answer sent twice
+    stored once (both acknowledged), two different answers to one trial: one stored, the
+    other 409, and a withdrawn person's answer 409; nothing clashed (no replay)."""
+    from survey_app import db as db_module
+
+    app = db_app(study_dir, pg_url)
+    st = app.extensions["survey"]
+    people = {}
+    for name in "abcd":
+        client = app.test_client()
+        people[name] = (client, _start(client))
+    cookie = {n: c.get_cookie("hrbench_survey").value for n, (c, _) in people.items()}
+    people["d"][0].post("/withdraw", data={"csrf_token": people["d"][1]})
+    sends = [("a", "left"), ("b", "right"), ("b", "right"), ("c", "left"), ("c", "right"),
+             ("d", "left")]
+    trips, send_together = [], db_module._send_together
+    monkeypatch.setattr(db_module, "_send_together",
+                        lambda raw, groups, **k: trips.append(len(groups))
+                        or send_together(raw, groups, **k))
+    busy, release, status = threading.Event(), threading.Event(), {}
+
+    def hold(conn):  # keeps the writer busy until every answer waits for it
+        busy.set()
+        release.wait(30)
+
+    def send(k: int, name: str, choice: str) -> None:
+        client = app.test_client()  # one per request: the same person twice at once
+        client.set_cookie("hrbench_survey", cookie[name])
+        status[k] = client.post("/trial", data={"csrf_token": people[name][1], "trial": 0,
+                                                "choice": choice}).status_code
+
+    try:
+        holder = threading.Thread(target=st.db.run_write, args=(hold,))
+        holder.start()
+        assert busy.wait(30)
+        threads = [threading.Thread(target=send, args=(k, *s)) for k, s in enumerate(sends)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while st.db._committer._queue.qsize() < len(sends) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for t in [holder, *threads]:
+            t.join(30)
+        # One batch, two round trips: the six look-ups, then the writes of the five that
+        # passed theirs (not the withdrawn person's), which clashed on nothing (a replay one
+        # at a time would add a round trip per answer).
+        assert trips == [6, 5]
+        assert [status[k] for k in range(3)] == [303, 303, 303]
+        assert sorted([status[3], status[4]]) == [303, 409] and status[5] == 409
+        with st.db.engine.connect() as conn:
+            votes = conn.execute(text(
+                "SELECT p.id, v.choice FROM vote v JOIN participant p ON p.id = v.participant_id "
+                "ORDER BY p.id")).all()
+        stored = [choice for _, choice in votes]
+        assert stored == ["left", "right", "left" if status[3] == 303 else "right"]
+    finally:
+        release.set()
+        st.db.dispose()
