@@ -135,6 +135,18 @@ class SocketParticipant(Participant):
         return status, hdrs, data
 
 
+def make_study(folder: Path) -> Path:
+    """The benchmark's synthetic study in ``folder / "study"`` (8 images: enough pairs for
+    ``N_TRIALS`` trials per person)."""
+    from survey_app.study import create_study
+    from tests.survey_helpers import make_fake_run
+
+    run = make_fake_run(folder / "run", images=tuple(f"img{i}" for i in range(8)))
+    create_study(run, folder / "study", resolution=128, trials_per_participant=N_TRIALS,
+                 validation=2, progress=False)
+    return folder / "study"
+
+
 def _client_thread(port: int, kind: str, stop_at: float, lat: list, counts: list,
                    keepalive: bool, client: str) -> None:
     make = SocketParticipant if client == "socket" else Participant
@@ -276,16 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     args.workers = [int(w) for w in args.workers.split(",")]
 
     from survey_app.db import normalise_url
-    from survey_app.study import create_study
     from tests.pg_server import start_cluster, stop_cluster
-    from tests.survey_helpers import make_fake_run
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="survey_load_") as tmp:
         tmp = Path(tmp)
-        run = make_fake_run(tmp / "run", images=tuple(f"img{i}" for i in range(8)))
-        create_study(run, tmp / "study", resolution=128, trials_per_participant=N_TRIALS,
-                     validation=2, progress=False)
+        study = make_study(tmp)
         cluster = start_cluster(Path(tempfile.mkdtemp(prefix="hrbench-pg-")), durable=True) \
             if args.pg_temp else None
         try:
@@ -294,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                     url, drop = None, None
                     if kind == "postgresql":
                         url, drop = _fresh_database(args.db and normalise_url(args.db), cluster)
-                    server = _server(args, kind, workers, tmp / "study", url,
+                    server = _server(args, kind, workers, study, url,
                                      tmp / f"server-{kind}-{workers}-{r}.log")
                     try:
                         for clients in levels:

@@ -1,0 +1,60 @@
+"""The load benchmark's clients: the plain-socket participant reads responses as
+``http.client`` does, and both kinds drive a real server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from survey_helpers import ServerProcess
+
+from benchmarks.survey_load import SocketParticipant, make_study, measure
+
+
+def _serve_raw(replies: list[list[bytes]]) -> tuple[int, list[bytes]]:
+    """A one-connection server that answers each request with its chunks (sent apart, so
+    the client must put them together); returns (port, what it received)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            for chunks in replies:
+                got.append(conn.recv(65536))
+                for chunk in chunks:
+                    conn.sendall(chunk)
+                    time.sleep(0.02)
+
+    threading.Thread(target=run, daemon=True).start()
+    return listener.getsockname()[1], got
+
+
+def test_the_socket_client_reads_split_and_back_to_back_responses():
+    first = (b"HTTP/1.1 303 SEE OTHER\r\nLocation: /trial\r\n"
+             b"Set-Cookie: hrbench_survey=abc; HttpOnly; Path=/\r\nContent-Length: 5\r\n\r\nhello")
+    second = b"HTTP/1.1 409 CONFLICT\r\nContent-Length: 2\r\n\r\nnoXX"  # XX: a next response's start
+    port, got = _serve_raw([[first[:10], first[10:50], first[50:-2], first[-2:]], [second]])
+    p = SocketParticipant(port, timeout=5)
+    assert p.request("POST", "/trial", {"csrf_token": "t", "choice": "left"}) == (
+        303, {"location": "/trial", "set-cookie": "hrbench_survey=abc; HttpOnly; Path=/",
+              "content-length": "5"}, "hello")
+    assert p.cookie == "hrbench_survey=abc"
+    status, _, body = p.request("GET", "/done")
+    assert (status, body, p.buf) == (409, "no", b"XX")
+    p.close()
+    post = got[0].decode()
+    assert post.startswith("POST /trial HTTP/1.1\r\n") and "Content-Length: 24\r\n" in post
+    assert post.endswith("\r\n\r\ncsrf_token=t&choice=left")
+    assert "Cookie: hrbench_survey=abc\r\n" in got[1].decode()
+
+
+def test_both_kinds_of_load_client_answer_through_a_real_server(tmp_path):
+    server = ServerProcess(make_study(tmp_path), extra=("--no-start-limit",)).start()
+    try:
+        for client in ("socket", "http.client"):
+            row = measure(server.port, "vote", 2, 1.0, client=client)
+            assert row["ok"] > 10 and row["errors"] == 0, (client, row)
+    finally:
+        server.stop()
