@@ -183,7 +183,8 @@ class Database:
         with self._write_lock, self._write_engine.begin() as conn:
             yield conn
 
-    def run_write(self, job: Callable[[Connection], T], *, alone: bool = False) -> T:
+    def run_write(self, job: Callable[[Connection], T], *, alone: bool = False,
+                  lock_order: int | None = None) -> T:
         """Run ``job(conn)`` in a committed write transaction and return its result.
 
         The job joins a group commit (see :class:`GroupCommitter`): it returns only after
@@ -197,6 +198,12 @@ class Database:
         the study row, see ``queries.lock_study``): in a group commit the wait, and then
         the lock itself until the batch commits, would hold up every answer of the batch.
         SQLite has one writer and ignores it.
+
+        ``lock_order``: the id of the row the job updates (an answer's person). PostgreSQL
+        runs a batch's jobs in this order (those without one first), so batches of two
+        processes that update the same rows lock them in the same order: in opposite
+        orders each would wait for the other's row until PostgreSQL's deadlock check
+        (1 s) failed one of them.
         """
         if alone and not self.is_sqlite:
             with self.write_connection() as conn:
@@ -205,7 +212,7 @@ class Database:
             with self._committer_lock:
                 if self._committer is None:
                     self._committer = GroupCommitter(self)
-        return self._committer.run(job)
+        return self._committer.run(job, lock_order=lock_order)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -214,6 +221,7 @@ class Database:
 @dataclass(eq=False)  # hashable by identity: batches key their jobs
 class _Job:
     fn: Callable[[Connection], object]
+    lock_order: int | None = None  # see Database.run_write
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
@@ -269,13 +277,14 @@ class GroupCommitter:
                                         daemon=True)
         self._thread.start()
 
-    def run(self, fn: Callable[[Connection], T], timeout: float = 60.0) -> T:
+    def run(self, fn: Callable[[Connection], T], timeout: float = 60.0,
+            lock_order: int | None = None) -> T:
         """``fn``'s result once committed. ``TimeoutError`` when the writer did not start on
         it within ``timeout`` (then it never runs) or did not finish it within twice that
         (then it may still be stored: the caller must not say it was not)."""
         if not self._thread.is_alive():
             raise RuntimeError("the database writer has stopped; restart the server")
-        job = _Job(fn)
+        job = _Job(fn, lock_order)
         self._queue.put(job)
         if not job.done.wait(timeout):
             if job.take("cancelled"):
@@ -341,7 +350,9 @@ class GroupCommitter:
                     job.error = exc
 
     def _together(self, conn: Connection, batch: list[_Job]) -> Connection | None:
-        """PostgreSQL: the batch in one transaction; on any failure, one job at a time."""
+        """PostgreSQL: the batch in one transaction; on any failure, one job at a time.
+        Jobs run in their ``lock_order`` (see :meth:`Database.run_write`)."""
+        batch = sorted(batch, key=_lock_key)
         trans = conn.begin()
         try:
             gens = {}
@@ -391,6 +402,10 @@ class GroupCommitter:
                 if conn.invalidated or conn.closed:
                     conn = _discard(conn)
         return conn
+
+
+def _lock_key(job: _Job) -> tuple[bool, int]:
+    return job.lock_order is not None, job.lock_order or 0
 
 
 def _lock_step(conn: Connection, gens: dict, commit: bool = False) -> bool:

@@ -499,7 +499,7 @@ def answer():
         return "done" if finished else "trial"
 
     try:
-        page = st.db.run_write(store)
+        page = st.db.run_write(store, lock_order=pid)
     except TimeoutError:
         abort(503, description="the server is overloaded; send your answer again (it is stored "
                                "once, however often it arrives)")
@@ -557,7 +557,7 @@ def withdraw():
     st.db.run_write(lambda conn: conn.execute(
         update(_part).where(_part.c.id == p.id, _part.c.outcome.is_(None))
         .values(outcome="returned", completion_code=code, finished_at=now, last_seen_at=now)
-    ))
+    ), lock_order=p.id)
     return redirect(url_for(".done"), code=303)
 
 

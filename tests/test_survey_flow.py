@@ -552,6 +552,56 @@ def test_cli_create_serve_args_and_export(tmp_path, monkeypatch):
     assert people["answers"].tolist() == [3]
 
 
+@contextmanager
+def _writer_held(app, release: threading.Event):
+    """Keep ``app``'s writer busy until ``release`` is set (on leaving, at the latest):
+    writes sent meanwhile wait for it together and form one batch."""
+    db, busy = app.extensions["survey"].db, threading.Event()
+
+    def hold(conn):
+        busy.set()
+        release.wait(30)
+
+    holder = threading.Thread(target=db.run_write, args=(hold,))
+    holder.start()
+    try:
+        assert busy.wait(30)
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def _answer_queued(app, cookie: str, token: str, choice: str, status: dict, key) -> threading.Thread:
+    """POST an answer of the person with session ``cookie`` to trial 0 in a thread (its
+    status goes to ``status[key]``); returns once one more write waits for the writer."""
+    db = app.extensions["survey"].db
+    waiting = db._committer._queue.qsize()
+
+    def send() -> None:
+        client = app.test_client()  # one per request: one person may send twice at once
+        client.set_cookie("hrbench_survey", cookie)
+        status[key] = client.post("/trial", data={"csrf_token": token, "trial": 0,
+                                                  "choice": choice}).status_code
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while db._committer._queue.qsize() <= waiting and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return thread
+
+
+def _people(app, n: int) -> list[tuple[str, str]]:
+    """``n`` people started on ``app``: (session cookie, CSRF token) each."""
+    out = []
+    for _ in range(n):
+        client = app.test_client()
+        token = _start(client)
+        out.append((client.get_cookie("hrbench_survey").value, token))
+    return out
+
+
 @pytest.mark.postgres
 def test_answers_in_one_group_commit_each_get_their_own_outcome(study_dir, pg_url,
                                                                  monkeypatch):
@@ -563,42 +613,22 @@ def test_answers_in_one_group_commit_each_get_their_own_outcome(study_dir, pg_ur
 
     app = db_app(study_dir, pg_url)
     st = app.extensions["survey"]
-    people = {}
-    for name in "abcd":
-        client = app.test_client()
-        people[name] = (client, _start(client))
-    cookie = {n: c.get_cookie("hrbench_survey").value for n, (c, _) in people.items()}
-    people["d"][0].post("/withdraw", data={"csrf_token": people["d"][1]})
+    people = dict(zip("abcd", _people(app, 4), strict=True))
+    withdrawing = app.test_client()
+    withdrawing.set_cookie("hrbench_survey", people["d"][0])
+    withdrawing.post("/withdraw", data={"csrf_token": people["d"][1]})
     sends = [("a", "left"), ("b", "right"), ("b", "right"), ("c", "left"), ("c", "right"),
              ("d", "left")]
     trips, send_together = [], db_module._send_together
     monkeypatch.setattr(db_module, "_send_together",
                         lambda raw, groups, **k: trips.append(len(groups))
                         or send_together(raw, groups, **k))
-    busy, release, status = threading.Event(), threading.Event(), {}
-
-    def hold(conn):  # keeps the writer busy until every answer waits for it
-        busy.set()
-        release.wait(30)
-
-    def send(k: int, name: str, choice: str) -> None:
-        client = app.test_client()  # one per request: the same person twice at once
-        client.set_cookie("hrbench_survey", cookie[name])
-        status[k] = client.post("/trial", data={"csrf_token": people[name][1], "trial": 0,
-                                                "choice": choice}).status_code
-
+    status = {}
     try:
-        holder = threading.Thread(target=st.db.run_write, args=(hold,))
-        holder.start()
-        assert busy.wait(30)
-        threads = [threading.Thread(target=send, args=(k, *s)) for k, s in enumerate(sends)]
+        with _writer_held(app, threading.Event()):
+            threads = [_answer_queued(app, *people[name], choice, status, k)
+                       for k, (name, choice) in enumerate(sends)]
         for t in threads:
-            t.start()
-        deadline = time.monotonic() + 30
-        while st.db._committer._queue.qsize() < len(sends) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        release.set()
-        for t in [holder, *threads]:
             t.join(30)
         # One batch, two round trips: the six look-ups, then the writes of the five that
         # passed theirs (not the withdrawn person's), which clashed on nothing (a replay one
@@ -607,11 +637,43 @@ def test_answers_in_one_group_commit_each_get_their_own_outcome(study_dir, pg_ur
         assert [status[k] for k in range(3)] == [303, 303, 303]
         assert sorted([status[3], status[4]]) == [303, 409] and status[5] == 409
         with st.db.engine.connect() as conn:
-            votes = conn.execute(text(
-                "SELECT p.id, v.choice FROM vote v JOIN participant p ON p.id = v.participant_id "
-                "ORDER BY p.id")).all()
-        stored = [choice for _, choice in votes]
-        assert stored == ["left", "right", "left" if status[3] == 303 else "right"]
+            stored = conn.execute(text("SELECT choice FROM vote ORDER BY participant_id")).scalars()
+            assert stored.all() == ["left", "right", "left" if status[3] == 303 else "right"]
     finally:
-        release.set()
         st.db.dispose()
+
+
+@pytest.mark.postgres
+def test_two_processes_batches_lock_the_same_people_in_one_order(study_dir, pg_url,
+                                                                   monkeypatch):
+    """The batches of two processes hold answers of the same 12 people (each person's
+    answer sent to both, as a retry over a second connection may be), queued in opposite
+    orders. Run as queued, each batch would lock its first people, then wait for the
+    other's until PostgreSQL's deadlock check (1 s) failed one, which then ran again one
+    answer at a time. A batch runs its answers in the order of the people's ids: no batch
+    fails, each person's answer is stored once and both sends are acknowledged."""
+    from survey_app.db import GroupCommitter
+
+    apps = _two_pg_apps(study_dir, pg_url)
+    replays, one_by_one = [], GroupCommitter._one_by_one
+    monkeypatch.setattr(GroupCommitter, "_one_by_one",
+                        lambda self, conn, batch: replays.append(len(batch))
+                        or one_by_one(self, conn, batch))
+    people = _people(apps[0], 12)
+    release, status, threads = threading.Event(), {}, []
+    try:
+        with _writer_held(apps[0], release), _writer_held(apps[1], release):
+            for i, app in enumerate(apps):
+                for k, person in enumerate(people if i == 0 else people[::-1]):
+                    threads.append(_answer_queued(app, *person, "left", status, (i, k)))
+        for t in threads:
+            t.join(30)
+        assert replays == []
+        assert list(status.values()) == [303] * 24
+        with apps[0].extensions["survey"].db.engine.connect() as conn:
+            votes = conn.execute(text("SELECT count(*), count(DISTINCT participant_id) "
+                                      "FROM vote")).one()
+        assert tuple(votes) == (12, 12)
+    finally:
+        for app in apps:
+            app.extensions["survey"].db.dispose()
