@@ -46,6 +46,7 @@ instead (the measurement behind choosing waitress per process, see survey_app/se
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import multiprocessing as mp
 import os
@@ -151,29 +152,35 @@ def _client_thread(port: int, kind: str, stop_at: float, lat: list, counts: list
                    keepalive: bool, client: str) -> None:
     make = SocketParticipant if client == "socket" else Participant
     n_ok = n_err = 0
-    if kind == "healthz":
-        p = make(port, keepalive=keepalive)
-        while time.monotonic() < stop_at:
-            t0 = time.perf_counter()
-            status, _, _ = p.request("GET", "/healthz")
-            lat.append(time.perf_counter() - t0)
-            n_ok += status == 200
-            n_err += status != 200
-        p.close()
-    else:
+    try:
         while time.monotonic() < stop_at:
             p = make(port, keepalive=keepalive)
-            p.begin()
-            for i in range(N_TRIALS):
-                if time.monotonic() >= stop_at:
-                    break
-                t0 = time.perf_counter()
-                status = p.answer(i, "left" if (i * 7 + len(lat)) % 3 else "right")
-                lat.append(time.perf_counter() - t0)
-                n_ok += status == 303
-                n_err += status != 303
-            p.close()
-    counts.append((n_ok, n_err))
+            try:
+                if kind == "healthz":
+                    while time.monotonic() < stop_at:
+                        t0 = time.perf_counter()
+                        status, _, _ = p.request("GET", "/healthz")
+                        lat.append(time.perf_counter() - t0)
+                        n_ok += status == 200
+                        n_err += status != 200
+                    continue
+                p.begin()
+                for i in range(N_TRIALS):
+                    if time.monotonic() >= stop_at:
+                        break
+                    t0 = time.perf_counter()
+                    status = p.answer(i, "left" if (i * 7 + len(lat)) % 3 else "right")
+                    lat.append(time.perf_counter() - t0)
+                    n_ok += status == 303
+                    n_err += status != 303
+            except (OSError, ValueError, RuntimeError, http.client.HTTPException):
+                # A refused start or a broken connection counts as an error, and the client
+                # goes on with a new participant instead of leaving the run.
+                n_err += 1
+            finally:
+                p.close()
+    finally:
+        counts.append((n_ok, n_err))
 
 
 def _client_process(port: int, kind: str, threads: int, start_at: float, seconds: float,

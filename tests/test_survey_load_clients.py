@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from survey_helpers import ServerProcess
+from survey_helpers import ServerProcess, free_port
 
 from benchmarks.survey_load import SocketParticipant, make_study, measure
 
@@ -58,3 +58,8 @@ def test_both_kinds_of_load_client_answer_through_a_real_server(tmp_path):
             assert row["ok"] > 10 and row["errors"] == 0, (client, row)
     finally:
         server.stop()
+
+
+def test_clients_that_cannot_reach_the_server_count_errors_and_go_on():
+    row = measure(free_port(), "vote", 2, 0.3)  # nothing listens there
+    assert row["ok"] == 0 and row["errors"] > 2
