@@ -200,10 +200,12 @@ class Database:
         SQLite has one writer and ignores it.
 
         ``lock_order``: the id of the row the job updates (an answer's person). PostgreSQL
-        runs a batch's jobs in this order (those without one first), so batches of two
-        processes that update the same rows lock them in the same order: in opposite
-        orders each would wait for the other's row until PostgreSQL's deadlock check
-        (1 s) failed one of them.
+        steps a batch's staged jobs in this order (those without one first, equal ones as
+        they came), so that batches of two processes that update the same rows lock them
+        in the same order: in opposite orders each would wait for the other's row until
+        PostgreSQL's deadlock check (1 s) failed one of them. The order holds within a
+        step, so such jobs must write in the same step: answers and withdrawals write in
+        their second (a plain job writes before any staged job's first step).
         """
         if alone and not self.is_sqlite:
             with self.write_connection() as conn:

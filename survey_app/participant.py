@@ -552,12 +552,17 @@ def withdraw():
     p = _load_participant()
     if p is None:
         abort(400, description="no study session (cookies off or expired)")
-    code = outcome_code(st.codes, "returned")
-    now = utcnow()
-    st.db.run_write(lambda conn: conn.execute(
-        update(_part).where(_part.c.id == p.id, _part.c.outcome.is_(None))
-        .values(outcome="returned", completion_code=code, finished_at=now, last_seen_at=now)
-    ), lock_order=p.id)
+    sql = st.answer_sql
+    params = {"pid": p.id, "code": outcome_code(st.codes, "returned"), "now": utcnow()}
+
+    def returned(conn):
+        """A staged job whose write, like an answer's, goes in its second step: in a
+        PostgreSQL group commit all the batch's updates of people then go out together,
+        in the order of their ids (see ``Database.run_write``'s ``lock_order``)."""
+        yield Ask.first(sql.current, {"pid": p.id})
+        yield Ask.rowcounts((sql.withdraw, params), last=True)
+
+    st.db.run_write(returned, lock_order=p.id)
     return redirect(url_for(".done"), code=303)
 
 

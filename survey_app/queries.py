@@ -322,12 +322,24 @@ _RECORD = insert(_vote).from_select(
 )
 
 
+# Withdrawing: the outcome becomes "returned" unless the person already has one.
+_WITHDRAW = (
+    update(_part)
+    .where(_part.c.id == bindparam("pid"), _part.c.outcome.is_(None))
+    .values(outcome=literal_column("'returned'"), completion_code=bindparam("code"),
+            finished_at=bindparam("now", type_=DateTime),
+            last_seen_at=bindparam("now", type_=DateTime))
+)
+
+
 class AnswerStatements:
-    """The answer path's statements, prepared once for the app's engine."""
+    """The answer path's statements (and a withdrawal's), prepared once for the app's
+    engine."""
 
     def __init__(self, engine):
         self.current = Prepared(_CURRENT, engine)
         self.prev_choice = Prepared(_PREV_CHOICE, engine)
+        self.withdraw = Prepared(_WITHDRAW, engine)
         self.one_statement = engine.dialect.name == "postgresql"
         if self.one_statement:
             self.record_both = Prepared(_RECORD, engine)

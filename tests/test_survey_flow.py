@@ -572,8 +572,8 @@ def _writer_held(app, release: threading.Event):
         holder.join(30)
 
 
-def _answer_queued(app, cookie: str, token: str, choice: str, status: dict, key) -> threading.Thread:
-    """POST an answer of the person with session ``cookie`` to trial 0 in a thread (its
+def _post_queued(app, cookie: str, path: str, form: dict, status: dict, key) -> threading.Thread:
+    """POST ``form`` to ``path`` as the person with session ``cookie`` in a thread (its
     status goes to ``status[key]``); returns once one more write waits for the writer."""
     db = app.extensions["survey"].db
     waiting = db._committer._queue.qsize()
@@ -581,15 +581,27 @@ def _answer_queued(app, cookie: str, token: str, choice: str, status: dict, key)
     def send() -> None:
         client = app.test_client()  # one per request: one person may send twice at once
         client.set_cookie("hrbench_survey", cookie)
-        status[key] = client.post("/trial", data={"csrf_token": token, "trial": 0,
-                                                  "choice": choice}).status_code
+        status[key] = client.post(path, data=form).status_code
 
     thread = threading.Thread(target=send)
     thread.start()
     deadline = time.monotonic() + 30
-    while db._committer._queue.qsize() <= waiting and time.monotonic() < deadline:
+    while db._committer._queue.qsize() <= waiting:
+        assert time.monotonic() < deadline, "the request never reached the writer"
         time.sleep(0.005)
     return thread
+
+
+def _answer_queued(app, cookie: str, token: str, choice: str, status: dict, key) -> threading.Thread:
+    """:func:`_post_queued` of an answer to trial 0."""
+    return _post_queued(app, cookie, "/trial", {"csrf_token": token, "trial": 0,
+                                                "choice": choice}, status, key)
+
+
+def _joined(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive(), "a request did not finish"
 
 
 def _people(app, n: int) -> list[tuple[str, str]]:
@@ -628,8 +640,7 @@ def test_answers_in_one_group_commit_each_get_their_own_outcome(study_dir, pg_ur
         with _writer_held(app, threading.Event()):
             threads = [_answer_queued(app, *people[name], choice, status, k)
                        for k, (name, choice) in enumerate(sends)]
-        for t in threads:
-            t.join(30)
+        _joined(threads)
         # One batch, two round trips: the six look-ups, then the writes of the five that
         # passed theirs (not the withdrawn person's), which clashed on nothing (a replay one
         # at a time would add a round trip per answer).
@@ -646,12 +657,14 @@ def test_answers_in_one_group_commit_each_get_their_own_outcome(study_dir, pg_ur
 @pytest.mark.postgres
 def test_two_processes_batches_lock_the_same_people_in_one_order(study_dir, pg_url,
                                                                    monkeypatch):
-    """The batches of two processes hold answers of the same 12 people (each person's
-    answer sent to both, as a retry over a second connection may be), queued in opposite
-    orders. Run as queued, each batch would lock its first people, then wait for the
-    other's until PostgreSQL's deadlock check (1 s) failed one, which then ran again one
-    answer at a time. A batch runs its answers in the order of the people's ids: no batch
-    fails, each person's answer is stored once and both sends are acknowledged."""
+    """The batches of two processes hold writes to the same 12 people (each person's
+    answer sent to both, as a retry over a second connection may be; in one of them half
+    the people also withdraw), queued in opposite orders. Run as queued, each batch would
+    lock its first people, then wait for the other's until PostgreSQL's deadlock check
+    (1 s) failed one, which then ran again one job at a time. Every batch updates its
+    people in the order of their ids, all in one step: no batch fails, each answer is
+    stored once and every send is acknowledged."""
+    from survey_app import db as db_module
     from survey_app.db import GroupCommitter
 
     apps = _two_pg_apps(study_dir, pg_url)
@@ -659,21 +672,42 @@ def test_two_processes_batches_lock_the_same_people_in_one_order(study_dir, pg_u
     monkeypatch.setattr(GroupCommitter, "_one_by_one",
                         lambda self, conn, batch: replays.append(len(batch))
                         or one_by_one(self, conn, batch))
+    updated, send_together = [], db_module._send_together
+
+    def spy(raw, groups, **k):  # the people each round trip updates, in the order sent
+        pids = [params["pid"] for steps in groups for prepared, params in steps
+                if prepared.writes]
+        if pids:
+            updated.append(pids)
+        return send_together(raw, groups, **k)
+
     people = _people(apps[0], 12)
+    monkeypatch.setattr(db_module, "_send_together", spy)
     release, status, threads = threading.Event(), {}, []
     try:
         with _writer_held(apps[0], release), _writer_held(apps[1], release):
-            for i, app in enumerate(apps):
-                for k, person in enumerate(people if i == 0 else people[::-1]):
-                    threads.append(_answer_queued(app, *person, "left", status, (i, k)))
-        for t in threads:
-            t.join(30)
-        assert replays == []
-        assert list(status.values()) == [303] * 24
+            for k, person in enumerate(people[::-1]):
+                threads.append(_answer_queued(apps[1], *person, "left", status, (1, k)))
+            for k, (cookie, token) in enumerate(people):
+                if k >= 6:
+                    threads.append(_post_queued(apps[0], cookie, "/withdraw",
+                                                {"csrf_token": token}, status, (0, k)))
+                else:
+                    threads.append(_answer_queued(apps[0], cookie, token, "left", status, (0, k)))
+        _joined(threads)
+        assert replays == [] and len(updated) == 2
+        assert all(u == sorted(u) for u in updated)
+        # Everything acknowledged, but an answer that met its person's withdrawal (either
+        # way round: its look-up saw it, or its guarded write did), which is refused.
+        answers = {11 - k: status[(1, k)] for k in range(12)}
+        assert [status[(0, k)] for k in range(12)] == [303] * 12
+        assert [answers[k] for k in range(6)] == [303] * 6
+        assert all(answers[k] in (303, 409) for k in range(6, 12))
         with apps[0].extensions["survey"].db.engine.connect() as conn:
             votes = conn.execute(text("SELECT count(*), count(DISTINCT participant_id) "
                                       "FROM vote")).one()
-        assert tuple(votes) == (12, 12)
+        stored = 6 + sum(answers[k] == 303 for k in range(6, 12))
+        assert tuple(votes) == (stored, stored)
     finally:
         for app in apps:
             app.extensions["survey"].db.dispose()

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import pytest
 from survey_helpers import ServerProcess, free_port
 
 from benchmarks.survey_load import SocketParticipant, make_study, measure
@@ -45,9 +46,25 @@ def test_the_socket_client_reads_split_and_back_to_back_responses():
     assert (status, body, p.buf) == (409, "no", b"XX")
     p.close()
     post = got[0].decode()
-    assert post.startswith("POST /trial HTTP/1.1\r\n") and "Content-Length: 24\r\n" in post
+    assert post.startswith(f"POST /trial HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n")
+    assert "Content-Length: 24\r\n" in post
     assert post.endswith("\r\n\r\ncsrf_token=t&choice=left")
     assert "Cookie: hrbench_survey=abc\r\n" in got[1].decode()
+
+
+def test_the_socket_client_knows_responses_without_a_body_and_refuses_garbage():
+    port, _ = _serve_raw([[b"HTTP/1.1 204 No Content\r\n\r\n"],
+                          [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"],  # HEAD
+                          [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]])
+    p = SocketParticipant(port, timeout=5)
+    assert p.request("POST", "/x", {"a": "1"})[0::2] == (204, "")
+    assert p.request("HEAD", "/")[0::2] == (200, "")
+    with pytest.raises(ValueError, match="Content-Length"):
+        p.request("GET", "/")
+    assert p.sock is None  # closed: what is left of that response is not read as the next
+    port, _ = _serve_raw([[b"SSH-2.0-OpenSSH\r\n\r\n"]])
+    with pytest.raises(ValueError, match="not an HTTP status line"):
+        SocketParticipant(port, timeout=5).request("GET", "/")
 
 
 def test_both_kinds_of_load_client_answer_through_a_real_server(tmp_path):
@@ -55,7 +72,7 @@ def test_both_kinds_of_load_client_answer_through_a_real_server(tmp_path):
     try:
         for client in ("socket", "http.client"):
             row = measure(server.port, "vote", 2, 1.0, client=client)
-            assert row["ok"] > 10 and row["errors"] == 0, (client, row)
+            assert row["ok"] > 0 and row["errors"] == 0, (client, row)
     finally:
         server.stop()
 
