@@ -104,11 +104,7 @@ class SocketParticipant(Participant):
         except (OSError, ValueError):
             self.close()
             raise
-        cookie = hdrs.get("set-cookie")
-        if cookie:
-            self.cookie = cookie.split(";", 1)[0]
-        if not self.keepalive or hdrs.get("connection", "").lower() == "close":
-            self.close()
+        self._took(hdrs)
         return status, hdrs, data.decode("utf-8", "replace")
 
     def _recv(self) -> None:

@@ -206,12 +206,17 @@ class Participant:
             self.close()
             raise
         hdrs = {k.lower(): v for k, v in resp.getheaders()}
+        self._took(hdrs)
+        return resp.status, hdrs, data
+
+    def _took(self, hdrs: dict) -> None:
+        """After a response (lower-case ``hdrs``): keep its session cookie; close the
+        connection when either side said so."""
         cookie = hdrs.get("set-cookie")
         if cookie:
             self.cookie = cookie.split(";", 1)[0]
         if not self.keepalive or hdrs.get("connection", "").lower() == "close":
             self.close()
-        return resp.status, hdrs, data
 
     def begin(self) -> None:
         path = "/" + (f"?pid={self.external_id}" if self.external_id else "")
